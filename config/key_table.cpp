@@ -1,0 +1,362 @@
+#include "config/key_table.hpp"
+
+#include <algorithm>
+#include <array>
+#include <thread>
+
+#include "config/value_parse.hpp"
+
+namespace forkvm::config {
+
+namespace {
+
+using namespace std::string_view_literals;
+
+constexpr std::int64_t KiB = 1024;
+constexpr std::int64_t MiB = 1024 * KiB;
+constexpr std::int64_t GiB = 1024 * MiB;
+constexpr std::int64_t second = 1000;
+constexpr std::int64_t minute = 60 * second;
+constexpr std::int64_t hour = 60 * minute;
+constexpr std::int64_t day = 24 * hour;
+
+constexpr std::array listen_aliases = {"FORKVM_LISTEN"sv};
+constexpr std::array api_keys_aliases = {"FORKVM_API_KEYS"sv};
+constexpr std::array admin_key_aliases = {"FORKVM_ADMIN_KEY"sv};
+constexpr std::array log_levels = {"trace"sv, "debug"sv, "info"sv, "warn"sv, "error"sv};
+constexpr std::array log_formats = {"text"sv, "json"sv};
+
+// API keys are bearer secrets: short ones are guessable.
+constexpr std::size_t min_secret_length = 16;
+
+std::string hardware_threads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return std::to_string(std::clamp(n, 1U, 256U));
+}
+
+#define FORKVM_FIELD(member)   \
+    +[](Config & c) -> auto& { \
+        return c.member;       \
+    }
+
+const std::vector<KeySpec>& table() {
+    static const std::vector<KeySpec> keys = {
+        // --- server ---------------------------------------------------------
+        {.name = "server.listen",
+         .env = "FORKVM_SERVER_LISTEN",
+         .aliases = listen_aliases,
+         .flag = "--listen",
+         .type = KeyType::host_port,
+         .default_value = "127.0.0.1:8080",
+         .help = "Address and port the HTTP API listens on",
+         .field = FORKVM_FIELD(server.listen)},
+        {.name = "server.threads",
+         .env = "FORKVM_SERVER_THREADS",
+         .flag = "--threads",
+         .type = KeyType::integer,
+         .default_doc = "hardware concurrency",
+         .computed_default = hardware_threads,
+         .help = "Worker threads serving HTTP",
+         .field = FORKVM_FIELD(server.threads),
+         .min = 1,
+         .max = 256},
+        {.name = "server.max_connections",
+         .env = "FORKVM_SERVER_MAX_CONNECTIONS",
+         .flag = "--max-connections",
+         .type = KeyType::integer,
+         .default_value = "1024",
+         .help = "Concurrent client connections accepted",
+         .field = FORKVM_FIELD(server.max_connections),
+         .min = 1,
+         .max = 1'000'000},
+        {.name = "server.max_header_bytes",
+         .env = "FORKVM_SERVER_MAX_HEADER_BYTES",
+         .flag = "--max-header-bytes",
+         .type = KeyType::size,
+         .default_value = "16KiB",
+         .help = "Largest request header block",
+         .field = FORKVM_FIELD(server.max_header_bytes),
+         .min = 1 * KiB,
+         .max = 1 * MiB},
+        {.name = "server.max_body_bytes",
+         .env = "FORKVM_SERVER_MAX_BODY_BYTES",
+         .flag = "--max-body-bytes",
+         .type = KeyType::size,
+         .default_value = "1MiB",
+         .help = "Largest JSON request body",
+         .field = FORKVM_FIELD(server.max_body_bytes),
+         .min = 1 * KiB,
+         .max = 1 * GiB},
+        {.name = "server.max_upload_bytes",
+         .env = "FORKVM_SERVER_MAX_UPLOAD_BYTES",
+         .flag = "--max-upload-bytes",
+         .type = KeyType::size,
+         .default_value = "256MiB",
+         .help = "Largest file upload",
+         .field = FORKVM_FIELD(server.max_upload_bytes),
+         .min = 1 * KiB,
+         .max = 64 * GiB},
+        {.name = "server.read_timeout",
+         .env = "FORKVM_SERVER_READ_TIMEOUT",
+         .flag = "--read-timeout",
+         .type = KeyType::duration,
+         .default_value = "30s",
+         .help = "Time allowed to read one request",
+         .field = FORKVM_FIELD(server.read_timeout),
+         .min = 1,
+         .max = 1 * hour},
+        {.name = "server.write_timeout",
+         .env = "FORKVM_SERVER_WRITE_TIMEOUT",
+         .flag = "--write-timeout",
+         .type = KeyType::duration,
+         .default_value = "30s",
+         .help = "Time allowed to write one response",
+         .field = FORKVM_FIELD(server.write_timeout),
+         .min = 1,
+         .max = 1 * hour},
+        {.name = "server.shutdown_deadline",
+         .env = "FORKVM_SERVER_SHUTDOWN_DEADLINE",
+         .flag = "--shutdown-deadline",
+         .type = KeyType::duration,
+         .default_value = "10s",
+         .help = "Grace period for in-flight requests on SIGTERM",
+         .field = FORKVM_FIELD(server.shutdown_deadline),
+         .min = 0,
+         .max = 10 * minute},
+        {.name = "server.tls_cert",
+         .env = "FORKVM_SERVER_TLS_CERT",
+         .flag = "--tls-cert",
+         .type = KeyType::path,
+         .help = "PEM certificate chain; enables HTTPS (needs server.tls_key)",
+         .field = FORKVM_FIELD(server.tls_cert),
+         .must_exist = true},
+        {.name = "server.tls_key",
+         .env = "FORKVM_SERVER_TLS_KEY",
+         .flag = "--tls-key",
+         .type = KeyType::path,
+         .help = "PEM private key for server.tls_cert",
+         .field = FORKVM_FIELD(server.tls_key),
+         .must_exist = true},
+        // --- auth -----------------------------------------------------------
+        {.name = "auth.api_keys",
+         .env = "FORKVM_AUTH_API_KEYS",
+         .aliases = api_keys_aliases,
+         .flag = "--api-keys",
+         .type = KeyType::list,
+         .secret = true,
+         .help = "Accepted API keys (comma-separated, each >= 16 characters)",
+         .field = FORKVM_FIELD(auth.api_keys),
+         .min_item_length = min_secret_length},
+        {.name = "auth.admin_key",
+         .env = "FORKVM_AUTH_ADMIN_KEY",
+         .aliases = admin_key_aliases,
+         .flag = "--admin-key",
+         .type = KeyType::string,
+         .secret = true,
+         .help = "Key required for /metrics when set (>= 16 characters)",
+         .field = FORKVM_FIELD(auth.admin_key),
+         .min_item_length = min_secret_length},
+        // --- vm -------------------------------------------------------------
+        {.name = "vm.kernel",
+         .env = "FORKVM_VM_KERNEL",
+         .flag = "--kernel",
+         .type = KeyType::path,
+         .help = "Guest kernel image (empty = auto-detect)",
+         .field = FORKVM_FIELD(vm.kernel),
+         .must_exist = true},
+        {.name = "vm.initrd",
+         .env = "FORKVM_VM_INITRD",
+         .flag = "--initrd",
+         .type = KeyType::path,
+         .help = "Guest initramfs (empty = auto-detect)",
+         .field = FORKVM_FIELD(vm.initrd),
+         .must_exist = true},
+        {.name = "vm.memory_mb",
+         .env = "FORKVM_VM_MEMORY_MB",
+         .flag = "--memory-mb",
+         .type = KeyType::integer,
+         .default_value = "256",
+         .help = "Guest memory per VM in MiB",
+         .field = FORKVM_FIELD(vm.memory_mb),
+         .min = 64,
+         .max = 65536},
+        {.name = "vm.vcpus",
+         .env = "FORKVM_VM_VCPUS",
+         .flag = "--vcpus",
+         .type = KeyType::integer,
+         .default_value = "1",
+         .help = "vCPUs per VM",
+         .field = FORKVM_FIELD(vm.vcpus),
+         .min = 1,
+         .max = 64},
+        // --- pool -----------------------------------------------------------
+        {.name = "pool.min_warm",
+         .env = "FORKVM_POOL_MIN_WARM",
+         .flag = "--min-warm",
+         .type = KeyType::integer,
+         .default_value = "2",
+         .help = "Warm VMs the pool refills up to",
+         .field = FORKVM_FIELD(pool.min_warm),
+         .min = 0,
+         .max = 1024},
+        {.name = "pool.max_warm",
+         .env = "FORKVM_POOL_MAX_WARM",
+         .flag = "--max-warm",
+         .type = KeyType::integer,
+         .default_value = "8",
+         .help = "Most warm VMs kept (>= pool.min_warm)",
+         .field = FORKVM_FIELD(pool.max_warm),
+         .min = 1,
+         .max = 1024},
+        {.name = "pool.refill_concurrency",
+         .env = "FORKVM_POOL_REFILL_CONCURRENCY",
+         .flag = "--refill-concurrency",
+         .type = KeyType::integer,
+         .default_value = "2",
+         .help = "VMs forked in parallel when refilling",
+         .field = FORKVM_FIELD(pool.refill_concurrency),
+         .min = 1,
+         .max = 64},
+        {.name = "pool.lease_wait",
+         .env = "FORKVM_POOL_LEASE_WAIT",
+         .flag = "--lease-wait",
+         .type = KeyType::duration,
+         .default_value = "5s",
+         .help = "How long a create request waits for a warm VM before 503",
+         .field = FORKVM_FIELD(pool.lease_wait),
+         .min = 0,
+         .max = 10 * minute},
+        // --- sandbox --------------------------------------------------------
+        {.name = "sandbox.max_sandboxes",
+         .env = "FORKVM_SANDBOX_MAX_SANDBOXES",
+         .flag = "--max-sandboxes",
+         .type = KeyType::integer,
+         .default_value = "64",
+         .help = "Live sandboxes in total",
+         .field = FORKVM_FIELD(sandbox.max_sandboxes),
+         .min = 1,
+         .max = 100'000},
+        {.name = "sandbox.max_per_key",
+         .env = "FORKVM_SANDBOX_MAX_PER_KEY",
+         .flag = "--max-per-key",
+         .type = KeyType::integer,
+         .default_value = "16",
+         .help = "Live sandboxes per API key (<= sandbox.max_sandboxes)",
+         .field = FORKVM_FIELD(sandbox.max_per_key),
+         .min = 1,
+         .max = 100'000},
+        {.name = "sandbox.default_ttl",
+         .env = "FORKVM_SANDBOX_DEFAULT_TTL",
+         .flag = "--default-ttl",
+         .type = KeyType::duration,
+         .default_value = "10m",
+         .help = "Sandbox lifetime when the request gives none",
+         .field = FORKVM_FIELD(sandbox.default_ttl),
+         .min = 1 * second,
+         .max = 30 * day},
+        {.name = "sandbox.max_ttl",
+         .env = "FORKVM_SANDBOX_MAX_TTL",
+         .flag = "--max-ttl",
+         .type = KeyType::duration,
+         .default_value = "24h",
+         .help = "Longest sandbox lifetime a request may ask for (>= sandbox.default_ttl)",
+         .field = FORKVM_FIELD(sandbox.max_ttl),
+         .min = 1 * second,
+         .max = 30 * day},
+        {.name = "sandbox.max_fork_count",
+         .env = "FORKVM_SANDBOX_MAX_FORK_COUNT",
+         .flag = "--max-fork-count",
+         .type = KeyType::integer,
+         .default_value = "8",
+         .help = "Forks one request may create from a sandbox",
+         .field = FORKVM_FIELD(sandbox.max_fork_count),
+         .min = 0,
+         .max = 1024},
+        // --- top level ------------------------------------------------------
+        {.name = "data_dir",
+         .env = "FORKVM_DATA_DIR",
+         .flag = "--data-dir",
+         .type = KeyType::path,
+         .default_value = "/var/lib/forkvm",
+         .help = "Directory for snapshots and sandbox state (created if missing)",
+         .field = FORKVM_FIELD(data_dir),
+         .required = true},
+        {.name = "log.level",
+         .env = "FORKVM_LOG_LEVEL",
+         .flag = "--log-level",
+         .type = KeyType::choice,
+         .default_value = "info",
+         .help = "Least severe log level written",
+         .field = FORKVM_FIELD(log.level),
+         .choices = log_levels},
+        {.name = "log.format",
+         .env = "FORKVM_LOG_FORMAT",
+         .flag = "--log-format",
+         .type = KeyType::choice,
+         .default_value = "text",
+         .help = "Log line format",
+         .field = FORKVM_FIELD(log.format),
+         .choices = log_formats},
+    };
+    return keys;
+}
+
+#undef FORKVM_FIELD
+
+template <typename Pred>
+const KeySpec* find_if(Pred pred) {
+    const auto& keys = table();
+    const auto it = std::find_if(keys.begin(), keys.end(), pred);
+    return it == keys.end() ? nullptr : &*it;
+}
+
+}  // namespace
+
+std::span<const KeySpec> key_table() { return table(); }
+
+const KeySpec* find_key(std::string_view dotted_name) {
+    return find_if([&](const KeySpec& k) { return k.name == dotted_name; });
+}
+
+const KeySpec* find_key_by_env(std::string_view env_name) {
+    return find_if([&](const KeySpec& k) {
+        return k.env == env_name ||
+               std::find(k.aliases.begin(), k.aliases.end(), env_name) != k.aliases.end();
+    });
+}
+
+const KeySpec* find_key_by_flag(std::string_view flag) {
+    return find_if([&](const KeySpec& k) { return k.flag == flag; });
+}
+
+std::string type_description(const KeySpec& key) {
+    switch (key.type) {
+        case KeyType::string: return "string";
+        case KeyType::boolean: return "bool";
+        case KeyType::integer: return "int " + std::to_string(key.min) + ".." + std::to_string(key.max);
+        case KeyType::size:
+            return "size " + format_size(static_cast<std::uint64_t>(key.min)) + ".." +
+                   format_size(static_cast<std::uint64_t>(key.max));
+        case KeyType::duration:
+            return "duration " + format_duration(std::chrono::milliseconds(key.min)) + ".." +
+                   format_duration(std::chrono::milliseconds(key.max));
+        case KeyType::list: return "list";
+        case KeyType::host_port: return "host:port";
+        case KeyType::path: return key.must_exist ? "path (must exist)" : "path";
+        case KeyType::choice: {
+            std::string out = "one of ";
+            for (std::size_t i = 0; i < key.choices.size(); ++i) {
+                if (i) out += ", ";
+                out += key.choices[i];
+            }
+            return out;
+        }
+    }
+    return "string";
+}
+
+std::string_view documented_default(const KeySpec& key) {
+    return key.default_doc.empty() ? key.default_value : key.default_doc;
+}
+
+}  // namespace forkvm::config

@@ -1,0 +1,44 @@
+#pragma once
+// Options of the agent's server loop. The defaults are what the VM uses; the
+// unit tests shrink or widen some of them (chunk sizes, user database).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace forkvm::agent {
+
+struct Options {
+    std::string agent_version = "forkvm-agent/0.1.0";
+    // Data bytes per ExecOutput/FileData frame. Small, so a control reply
+    // waits for at most one such frame on a slow UART.
+    std::size_t bulk_chunk = 4096;
+    // Bulk bytes (encoded frames) queued for the channel before the agent
+    // stops reading pipes and files; credit bounds it too.
+    std::size_t max_bulk_queue = 64 * 1024;
+    // Control bytes queued before the agent stops reading requests (a host
+    // that sends pings without reading the replies gets back-pressure).
+    std::size_t max_control_queue = 1024 * 1024;
+    // Largest incoming payload accepted (FrameDecoder's max_payload).
+    std::uint32_t max_payload = 1U << 20U;
+    // Credit window granted for WriteFile data (refilled as data is written).
+    std::uint32_t write_window = 64 * 1024;
+    // After an exec's leader exits, how long its pipes may stay open (held by
+    // background descendants) before ExecExit is reported anyway.
+    int exit_grace_ms = 200;
+    std::size_t max_execs = 32;
+    // Sum of argv and env bytes per exec.
+    std::size_t max_exec_arg_bytes = 512 * 1024;
+    // Upper bound for ListDir entries (also applies when max_entries is 0).
+    std::uint32_t max_dir_entries = 2048;
+    // User database (busybox system: parsed by hand, no NSS in a static binary).
+    std::string passwd_path = "/etc/passwd";
+    std::string group_path = "/etc/group";
+    // Account used when ExecStart.user is empty.
+    std::string default_user = "user";
+    // Become a child subreaper (prctl), so orphans of execs are reparented to
+    // the agent and reaped even when it is not PID 1 (tests).
+    bool child_subreaper = true;
+};
+
+}  // namespace forkvm::agent

@@ -1,0 +1,39 @@
+#pragma once
+// Section tags reserved in state.bin (docs/snapshot-format.md lists what goes
+// in each). The VM code fills them; keeping the names here keeps writer and
+// reader from drifting apart.
+
+#include <array>
+#include <string>
+#include <string_view>
+
+namespace forkvm::snapshot::tags {
+
+// --- Per VM.
+inline constexpr std::string_view kVmConfig = "vm.config";  // memory size, vCPU count, boot config
+inline constexpr std::string_view kHostCpuid = "cpuid";     // KVM_GET_SUPPORTED_CPUID of the host
+inline constexpr std::string_view kKvmCaps = "kvm.caps";    // host KVM capabilities (KVM_CHECK_EXTENSION)
+inline constexpr std::string_view kPicMaster = "vm.pic_master";  // KVM_GET_IRQCHIP, KVM_IRQCHIP_PIC_MASTER
+inline constexpr std::string_view kPicSlave = "vm.pic_slave";    // KVM_GET_IRQCHIP, KVM_IRQCHIP_PIC_SLAVE
+inline constexpr std::string_view kIoapic = "vm.ioapic";         // KVM_GET_IRQCHIP, KVM_IRQCHIP_IOAPIC
+inline constexpr std::string_view kPit2 = "vm.pit2";             // KVM_GET_PIT2
+inline constexpr std::string_view kClock = "vm.clock";           // KVM_GET_CLOCK (kvmclock)
+
+// --- Devices.
+inline constexpr std::string_view kUart0 = "dev.uart0";         // UART registers, FIFO contents, IRQ state
+inline constexpr std::string_view kAgentChannel = "dev.agent";  // agent channel state (idle or exact)
+
+// --- Per vCPU: "vcpu.<index>.<name>", names listed in restore order
+// (Firecracker's order; MSRs carry TSC before TSC_DEADLINE).
+inline constexpr std::array<std::string_view, 11> kVcpuRestoreOrder = {
+    "cpuid", "mp_state", "regs", "sregs", "xsave", "xcrs", "debugregs", "lapic", "msrs", "events", "tsc_khz",
+};
+
+// vcpu_tag(0, "regs") == "vcpu.0.regs".
+[[nodiscard]] inline std::string vcpu_tag(unsigned index, std::string_view name) {
+    std::string tag = "vcpu." + std::to_string(index) + ".";
+    tag += name;
+    return tag;
+}
+
+}  // namespace forkvm::snapshot::tags

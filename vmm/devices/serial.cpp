@@ -1,0 +1,185 @@
+#include "vmm/devices/serial.hpp"
+
+namespace forkvm::vmm {
+namespace {
+
+// Register offsets (DLAB = 0 unless noted) and bits, as in the 16550A data
+// sheet and Linux's include/uapi/linux/serial_reg.h.
+constexpr std::uint64_t kRbrThrDll = 0, kIerDlm = 1, kIirFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6,
+                        kScr = 7;
+constexpr std::uint8_t kIerRdi = 0x01, kIerThri = 0x02;
+constexpr std::uint8_t kIirNoInt = 0x01, kIirThri = 0x02, kIirRdi = 0x04, kIirFifoBits = 0xc0;
+constexpr std::uint8_t kFcrEnable = 0x01;
+constexpr std::uint8_t kLcrDlab = 0x80;
+constexpr std::uint8_t kMcrLoop = 0x10;
+constexpr std::uint8_t kLsrDr = 0x01, kLsrThre = 0x20, kLsrTemt = 0x40;
+constexpr std::uint8_t kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
+
+}  // namespace
+
+Serial::Serial(std::function<void(bool)> set_irq, std::function<void()> notify_host)
+    : set_irq_(std::move(set_irq)), notify_host_(std::move(notify_host)) {}
+
+void Serial::read(std::uint64_t offset, std::span<std::uint8_t> data) {
+    if (data.empty()) return;
+    std::lock_guard lock(mu_);
+    data[0] = read_reg(offset);
+    for (std::size_t i = 1; i < data.size(); ++i) data[i] = 0;
+    update_irq();
+}
+
+void Serial::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
+    if (data.empty()) return;
+    bool notify = false;
+    {
+        std::lock_guard lock(mu_);
+        bool output_was_empty = output_.empty();
+        bool input_was_full = input_.size() >= kInputCapacity / 2;
+        write_reg(offset, data[0]);
+        update_irq();
+        notify =
+            (output_was_empty && !output_.empty()) || (input_was_full && input_.size() < kInputCapacity / 2);
+    }
+    if (notify && notify_host_) notify_host_();
+}
+
+std::uint8_t Serial::modem_status() const {
+    if (mcr_ & kMcrLoop) {
+        // Loopback: the modem outputs drive the inputs (the 8250 driver's
+        // probe checks this).
+        std::uint8_t m = 0;
+        if (mcr_ & 0x01) m |= kMsrDsr;
+        if (mcr_ & 0x02) m |= kMsrCts;
+        if (mcr_ & 0x04) m |= kMsrRi;
+        if (mcr_ & 0x08) m |= kMsrDcd;
+        return m;
+    }
+    return kMsrDcd | kMsrDsr | kMsrCts;
+}
+
+std::uint8_t Serial::read_reg(std::uint64_t offset) {
+    const bool dlab = (lcr_ & kLcrDlab) != 0;
+    switch (offset) {
+        case kRbrThrDll: {
+            if (dlab) return dll_;
+            if (input_.empty()) return 0;
+            std::uint8_t b = input_.front();
+            bool was_half_full = input_.size() >= kInputCapacity / 2;
+            input_.pop_front();
+            if (was_half_full && input_.size() < kInputCapacity / 2 && notify_host_) {
+                // Room again: the host may push more. (Called under the lock;
+                // the notifier only writes an eventfd.)
+                notify_host_();
+            }
+            return b;
+        }
+        case kIerDlm: return dlab ? dlm_ : ier_;
+        case kIirFcr: {
+            std::uint8_t fifo = (fcr_ & kFcrEnable) ? kIirFifoBits : 0;
+            if ((ier_ & kIerRdi) && !input_.empty()) return fifo | kIirRdi;
+            if ((ier_ & kIerThri) && thri_pending_) {
+                thri_pending_ = false;  // reading IIR acknowledges THRE
+                return fifo | kIirThri;
+            }
+            return fifo | kIirNoInt;
+        }
+        case kLcr: return lcr_;
+        case kMcr: return mcr_;
+        case kLsr: {
+            std::uint8_t lsr = 0;
+            if (!input_.empty()) lsr |= kLsrDr;
+            if (tx_has_room()) lsr |= kLsrThre | kLsrTemt;
+            return lsr;
+        }
+        case kMsr: return modem_status();
+        case kScr: return scr_;
+        default: return 0xff;
+    }
+}
+
+void Serial::write_reg(std::uint64_t offset, std::uint8_t value) {
+    const bool dlab = (lcr_ & kLcrDlab) != 0;
+    switch (offset) {
+        case kRbrThrDll:
+            if (dlab) {
+                dll_ = value;
+            } else if (mcr_ & kMcrLoop) {
+                if (input_.size() < kInputCapacity) input_.push_back(value);
+            } else if (output_.size() < kOutputCapacity) {
+                output_.push_back(value);
+                thri_pending_ = tx_has_room();
+            } else {
+                ++dropped_output_;
+            }
+            break;
+        case kIerDlm:
+            if (dlab) {
+                dlm_ = value;
+            } else {
+                bool thri_enabled = (value & kIerThri) && !(ier_ & kIerThri);
+                ier_ = value & 0x0f;
+                if (thri_enabled && tx_has_room()) thri_pending_ = true;
+            }
+            break;
+        case kIirFcr:
+            // FIFO enable is kept; "clear FIFO" bits are ignored on purpose:
+            // bytes the host queued are never thrown away unread.
+            fcr_ = value & kFcrEnable;
+            break;
+        case kLcr: lcr_ = value; break;
+        case kMcr: mcr_ = value & 0x1f; break;
+        case kScr: scr_ = value; break;
+        default: break;  // LSR and MSR are read-only
+    }
+}
+
+void Serial::update_irq() {
+    bool level = ((ier_ & kIerRdi) && !input_.empty()) || ((ier_ & kIerThri) && thri_pending_);
+    if (level != irq_level_) {
+        irq_level_ = level;
+        if (set_irq_) set_irq_(level);
+    }
+}
+
+std::size_t Serial::push_input(std::span<const std::uint8_t> bytes) {
+    std::lock_guard lock(mu_);
+    std::size_t n = std::min(bytes.size(), kInputCapacity - input_.size());
+    input_.insert(input_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
+    update_irq();
+    return n;
+}
+
+std::size_t Serial::input_room() const {
+    std::lock_guard lock(mu_);
+    return kInputCapacity - input_.size();
+}
+
+std::size_t Serial::input_pending() const {
+    std::lock_guard lock(mu_);
+    return input_.size();
+}
+
+std::size_t Serial::pop_output(std::span<std::uint8_t> out) {
+    std::lock_guard lock(mu_);
+    bool had_room = tx_has_room();
+    std::size_t n = std::min(out.size(), output_.size());
+    std::copy_n(output_.begin(), n, out.begin());
+    output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(n));
+    if (!had_room && tx_has_room()) {
+        thri_pending_ = true;  // the transmitter is free again: tell the guest
+        update_irq();
+    }
+    return n;
+}
+
+std::size_t Serial::output_pending() const {
+    std::lock_guard lock(mu_);
+    return output_.size();
+}
+
+std::uint64_t Serial::dropped_output() const {
+    std::lock_guard lock(mu_);
+    return dropped_output_;
+}
+
+}  // namespace forkvm::vmm

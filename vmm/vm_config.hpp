@@ -1,0 +1,42 @@
+#pragma once
+// The shape of one VM: vCPUs, memory, kernel, initramfs, command line.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace forkvm::vmm {
+
+struct VmConfig {
+    unsigned vcpu_count = 1;
+    std::uint64_t memory_mb = 256;
+    std::string kernel_path;
+    std::string initrd_path;
+    // Appended to the built-in arguments (see kDefaultKernelArgs).
+    std::string kernel_args;
+
+    static constexpr std::uint64_t kMinMemoryMb = 64;
+    static constexpr std::uint64_t kMaxMemoryMb = 64 * 1024;
+    static constexpr unsigned kMaxVcpus = 1;  // SMP needs an MP table: not yet built
+};
+
+// One problem with a field, e.g. {"memory_mb", "32", "must be at least 64"}.
+struct ConfigProblem {
+    std::string field;
+    std::string value;
+    std::string problem;
+    [[nodiscard]] std::string to_string() const;
+};
+
+// Every problem in `config` (empty when valid): 0 vCPUs, memory below 64 MiB
+// or beyond what this host can back, empty or missing kernel/initrd paths.
+[[nodiscard]] std::vector<ConfigProblem> validate(const VmConfig& config);
+
+// The kernel arguments forkvm always passes, chosen for a fast, quiet boot
+// on the devices forkvm emulates (docs/vmm.md says why each is there).
+extern const char* const kDefaultKernelArgs;
+
+// The full command line for `config`.
+[[nodiscard]] std::string kernel_command_line(const VmConfig& config);
+
+}  // namespace forkvm::vmm

@@ -1,0 +1,229 @@
+#include "vmm/vm_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fmt/format.h>
+#include <vector>
+
+#include "vmm/control_protocol.hpp"
+#include "vmm/sys_error.hpp"
+
+extern char** environ;
+
+namespace forkvm::vmm {
+namespace {
+
+constexpr int kChildControlFd = 3;
+constexpr int kChildAgentFd = 4;
+constexpr int kChildConsoleFd = 5;
+
+// posix_spawn's dup2 onto the same number would keep FD_CLOEXEC set; keep
+// our fds away from the numbers the child expects.
+UniqueFd above_child_fds(UniqueFd fd) {
+    if (fd.get() > kChildConsoleFd) return fd;
+    int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildConsoleFd + 1);
+    if (moved < 0) throw SysError("fcntl F_DUPFD_CLOEXEC", errno);
+    return UniqueFd(moved);
+}
+
+std::pair<UniqueFd, UniqueFd> make_socketpair(int type) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) throw SysError("socketpair", errno);
+    return {above_child_fds(UniqueFd(sv[0])), above_child_fds(UniqueFd(sv[1]))};
+}
+
+struct SpawnAttributes {
+    posix_spawn_file_actions_t actions{};
+    posix_spawnattr_t attr{};
+    SpawnAttributes() {
+        posix_spawn_file_actions_init(&actions);
+        posix_spawnattr_init(&attr);
+    }
+    ~SpawnAttributes() {
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+    }
+    SpawnAttributes(const SpawnAttributes&) = delete;
+    SpawnAttributes& operator=(const SpawnAttributes&) = delete;
+};
+
+}  // namespace
+
+std::unique_ptr<VmProcess> VmProcess::spawn(const VmConfig& config, const SpawnOptions& options) {
+    if (auto problems = validate(config); !problems.empty()) {
+        throw VmProcessError("invalid VM config: " + problems.front().to_string());
+    }
+    if (options.forkvm_binary.empty() || ::access(options.forkvm_binary.c_str(), X_OK) != 0) {
+        throw VmProcessError("forkvm binary '" + options.forkvm_binary + "' is not executable");
+    }
+    auto [control_host, control_child] = make_socketpair(SOCK_SEQPACKET);
+    auto [agent_host, agent_child] = make_socketpair(SOCK_STREAM);
+
+    SpawnAttributes sa;
+    posix_spawn_file_actions_addopen(&sa.actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&sa.actions, control_child.get(), kChildControlFd);
+    posix_spawn_file_actions_adddup2(&sa.actions, agent_child.get(), kChildAgentFd);
+    UniqueFd console_dup;
+    if (options.console_fd >= 0) {
+        console_dup = above_child_fds(UniqueFd(::fcntl(options.console_fd, F_DUPFD_CLOEXEC, 0)));
+        posix_spawn_file_actions_adddup2(&sa.actions, console_dup.get(), kChildConsoleFd);
+    }
+    // The child starts with default signal handling and an empty mask,
+    // whatever the caller (a server with its own signal set-up) had.
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&sa.attr, &all);
+    posix_spawnattr_setsigmask(&sa.attr, &none);
+    posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+    std::vector<std::string> args = {options.forkvm_binary, "vmm",
+                                     "--control-fd",        std::to_string(kChildControlFd),
+                                     "--agent-fd",          std::to_string(kChildAgentFd),
+                                     "--parent-pid",        std::to_string(::getpid())};
+    if (options.console_fd >= 0) {
+        args.push_back("--console-fd");
+        args.push_back(std::to_string(kChildConsoleFd));
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    pid_t pid = 0;
+    int rc = ::posix_spawn(&pid, options.forkvm_binary.c_str(), &sa.actions, &sa.attr, argv.data(), environ);
+    if (rc != 0) throw SysError("posix_spawn " + options.forkvm_binary, rc);
+    control_child.reset();
+    agent_child.reset();
+
+    std::unique_ptr<VmProcess> vm(new VmProcess(pid, std::move(control_host), std::move(agent_host)));
+    vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
+    return vm;
+}
+
+VmProcess::VmProcess(pid_t pid, UniqueFd control, UniqueFd agent)
+    : pid_(pid), control_fd_(std::move(control)), agent_fd_(std::move(agent)) {
+    reader_ = std::thread([this] { reader_main(); });
+}
+
+VmProcess::~VmProcess() {
+    {
+        std::lock_guard lock(mu_);
+        if (!reaped_) ::kill(pid_, SIGKILL);
+    }
+    reap(true);
+    ::shutdown(control_fd_.get(), SHUT_RDWR);
+    if (reader_.joinable()) reader_.join();
+}
+
+void VmProcess::reader_main() {
+    for (;;) {
+        auto msg = control::recv_message(control_fd_.get());
+        std::lock_guard lock(mu_);
+        if (!msg) {
+            channel_closed_ = true;
+            if (!stopped_reason_) stopped_reason_ = "VM process exited";
+            cv_.notify_all();
+            return;
+        }
+        if (msg->value("event", "") == "stopped") {
+            stopped_reason_ = msg->value("reason", "stopped");
+            cv_.notify_all();
+        } else if (msg->contains("id") && (*msg)["id"].is_number_unsigned()) {
+            auto it = pending_.find((*msg)["id"].get<std::uint64_t>());
+            if (it != pending_.end()) it->second = std::move(*msg);
+            cv_.notify_all();
+        }
+    }
+}
+
+nlohmann::json VmProcess::request(nlohmann::json msg, Clock::duration timeout) {
+    const std::string op = msg.value("op", "?");
+    std::unique_lock lock(mu_);
+    if (channel_closed_) throw VmProcessError(fmt::format("VM process {} is gone ({})", pid_, op));
+    const std::uint64_t id = next_id_++;
+    msg["id"] = id;
+    pending_[id] = std::nullopt;
+    if (!control::send_message(control_fd_.get(), msg)) {
+        pending_.erase(id);
+        throw SysError("send to VM process", errno);
+    }
+    bool answered = cv_.wait_for(lock, timeout, [&] { return pending_[id].has_value() || channel_closed_; });
+    std::optional<nlohmann::json> reply = std::move(pending_[id]);
+    pending_.erase(id);
+    if (!reply) {
+        if (!answered)
+            throw VmProcessError(fmt::format("VM process {} did not answer '{}' in time", pid_, op));
+        throw VmProcessError(fmt::format("VM process {} exited during '{}'{}", pid_, op,
+                                         stopped_reason_ ? ": " + *stopped_reason_ : ""));
+    }
+    if (!reply->value("ok", false)) {
+        throw VmProcessError(fmt::format("{} failed: {}", op, reply->value("error", "unknown error")));
+    }
+    return *reply;
+}
+
+void VmProcess::pause(Clock::duration timeout) { request({{"op", "pause"}}, timeout); }
+void VmProcess::resume(Clock::duration timeout) { request({{"op", "resume"}}, timeout); }
+
+VmStatus VmProcess::status(Clock::duration timeout) {
+    {
+        std::lock_guard lock(mu_);
+        if (channel_closed_) return {"exited", stopped_reason_.value_or("VM process exited"), 0};
+    }
+    auto r = request({{"op", "status"}}, timeout);
+    return {r.value("state", "?"), r.value("reason", ""), r.value("unhandled_io", std::uint64_t{0})};
+}
+
+std::string VmProcess::console_tail(std::size_t max_bytes, Clock::duration timeout) {
+    auto r = request({{"op", "console"}, {"max_bytes", max_bytes}}, timeout);
+    return r.value("console", "");
+}
+
+void VmProcess::stop(Clock::duration timeout) {
+    try {
+        request({{"op", "stop"}}, timeout);
+    } catch (const std::exception&) {
+        // Already gone, or not answering: the kill below handles both.
+    }
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        reap(false);
+        std::lock_guard lock(mu_);
+        if (reaped_) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    {
+        std::lock_guard lock(mu_);
+        if (!reaped_) ::kill(pid_, SIGKILL);
+    }
+    reap(true);
+}
+
+void VmProcess::reap(bool block) {
+    std::lock_guard lock(mu_);
+    if (reaped_) return;
+    int status = 0;
+    pid_t r = 0;
+    do {
+        r = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r == pid_ || (r < 0 && errno == ECHILD)) reaped_ = true;
+}
+
+std::optional<std::string> VmProcess::stopped_reason() const {
+    std::lock_guard lock(mu_);
+    return stopped_reason_;
+}
+
+bool VmProcess::wait_stopped(Clock::time_point deadline) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_until(lock, deadline, [this] { return stopped_reason_.has_value(); });
+}
+
+}  // namespace forkvm::vmm

@@ -1,0 +1,21 @@
+#pragma once
+// The body of a VM process (`forkvm vmm ...`): boots one Machine, bridges its
+// agent UART to the agent socket, keeps the console tail, and serves the
+// control channel (vmm/control_protocol.hpp) until told to stop or until the
+// controller goes away.
+
+#include <sys/types.h>
+
+namespace forkvm::vmm {
+
+struct VmProcessArgs {
+    int control_fd = -1;   // SOCK_SEQPACKET to the controller
+    int agent_fd = -1;     // SOCK_STREAM carrying the agent channel
+    int console_fd = -1;   // optional: live copy of the kernel console
+    pid_t parent_pid = 0;  // the controller; we die with it
+};
+
+// Returns the process exit status.
+int run_vm_process(const VmProcessArgs& args);
+
+}  // namespace forkvm::vmm
