@@ -7,6 +7,7 @@
 namespace forkvm::cli {
 
 int kvm_info(std::span<char*> args);
+int run(std::span<char*> args);
 int version(std::span<char*> args);
 int vmm_process(std::span<char*> args);
 

@@ -18,6 +18,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"kvm-info", "check /dev/kvm and print what this host's KVM offers", forkvm::cli::kvm_info},
+    {"run", "boot a microVM, run a command in it, exit with its status", forkvm::cli::run},
     {"version", "print the version", forkvm::cli::version},
     {"vmm", "(internal) the body of one VM process", forkvm::cli::vmm_process},
 };
