@@ -187,7 +187,23 @@ int run(std::span<char*> args) {
             o.timeout_ms > 0
                 ? vmm::Deadline(std::chrono::milliseconds(o.timeout_ms) + std::chrono::minutes(1))
                 : vmm::Deadline(std::chrono::hours(24 * 365));
-        vmm::ExecResult r = agent.exec(req, cb, deadline);
+        vmm::ExecResult r{};
+        try {
+            r = agent.exec(req, cb, deadline);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "forkvm run: %s\n", e.what());
+            try {
+                auto st = vm->status();
+                std::fprintf(stderr, "forkvm run: VM %s%s%s; unhandled I/O %llu; agent bytes dropped %llu\n",
+                             st.state.c_str(), st.reason.empty() ? "" : ": ", st.reason.c_str(),
+                             static_cast<unsigned long long>(st.unhandled_io),
+                             static_cast<unsigned long long>(st.agent_dropped_bytes));
+                std::fprintf(stderr, "--- guest console (tail):\n%s\n", vm->console_tail(4096).c_str());
+            } catch (const std::exception&) {
+                // The VM process is gone too: nothing more to tell.
+            }
+            return 125;
+        }
         agent.close();
         vm->stop(std::chrono::seconds(5));
         if (r.timed_out) {

@@ -20,6 +20,17 @@ void set_immediate_exit(kvm_run& run, bool value) {
 
 }  // namespace
 
+std::string VcpuRunner::register_summary() const {
+    try {
+        kvm_regs r = vcpu_.get_regs();
+        kvm_sregs s = vcpu_.get_sregs();
+        return fmt::format("rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}", r.rip,
+                           r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+    } catch (const std::exception& e) {
+        return std::string("registers unavailable: ") + e.what();
+    }
+}
+
 void VcpuRunner::install_kick_handler() {
     struct sigaction sa {};
     sa.sa_handler = on_kick;

@@ -65,6 +65,8 @@ private:
     Round run_once();
     void kick();  // with mu_ held
     void finish(const std::string& reason, bool clean);
+    // The vCPU's key registers, for a failure report.
+    [[nodiscard]] std::string register_summary() const;
 
     Vcpu vcpu_;
     const Bus& pio_;

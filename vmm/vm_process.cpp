@@ -177,7 +177,8 @@ VmStatus VmProcess::status(Clock::duration timeout) {
         if (channel_closed_) return {"exited", stopped_reason_.value_or("VM process exited"), 0};
     }
     auto r = request({{"op", "status"}}, timeout);
-    return {r.value("state", "?"), r.value("reason", ""), r.value("unhandled_io", std::uint64_t{0})};
+    return {r.value("state", "?"), r.value("reason", ""), r.value("unhandled_io", std::uint64_t{0}),
+            r.value("agent_dropped_bytes", std::uint64_t{0})};
 }
 
 std::string VmProcess::console_tail(std::size_t max_bytes, Clock::duration timeout) {

@@ -41,6 +41,7 @@ struct VmStatus {
     std::string state;   // "running", "paused", "stopped", "exited"
     std::string reason;  // why it stopped, if it did
     std::uint64_t unhandled_io = 0;
+    std::uint64_t agent_dropped_bytes = 0;  // guest wrote while told the UART was busy
 };
 
 class VmProcess {

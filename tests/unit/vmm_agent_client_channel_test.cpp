@@ -107,6 +107,9 @@ struct Pair {
 Pair make_pair(AgentClientOptions options = {}) {
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    // A fake agent's send fails instead of hanging if the client stops reading.
+    const timeval send_timeout{5, 0};
+    REQUIRE(::setsockopt(sv[1], SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout)) == 0);
     Pair p;
     p.client = std::make_unique<AgentClient>(UniqueFd(sv[0]), options);
     p.agent = std::make_unique<FakeAgent>(UniqueFd(sv[1]));
@@ -128,6 +131,17 @@ AgentError catch_agent_error(F&& f) {
 template <class T>
 AgentError future_error(std::future<T>& future) {
     return catch_agent_error([&] { (void)future.get(); });
+}
+
+// Polls `condition` for up to 10 s (tests never wait unbounded).
+template <class F>
+bool wait_until(F&& condition) {
+    const auto until = Clock::now() + 10s;
+    while (!condition()) {
+        if (Clock::now() > until) return false;
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
 }
 
 vmm::ExecRequest command(std::vector<std::string> argv) {
@@ -727,7 +741,7 @@ TEST_CASE("vmm: agent client stop_token cancels a running exec") {
     std::uint32_t id = 0;
     (void)p.agent->expect<proto::ExecStart>(id);
     p.agent->send(id, proto::ExecStarted{99});
-    while (!started) std::this_thread::sleep_for(1ms);
+    REQUIRE(wait_until([&] { return started.load(); }));
     stop.request_stop();  // e.g. the HTTP client disconnected
     std::uint32_t cid = 0;
     (void)p.agent->expect<proto::Cancel>(cid);
@@ -845,10 +859,10 @@ TEST_CASE("vmm: agent client withholds credit while the agent does not read its 
     auto exec = std::async(std::launch::async, [&] { return p.client->exec(req, cb, 20s); });
     // The agent writes without reading: the ExecStart frame is still queued
     // on the host, so consumed output must not be granted back yet.
-    std::this_thread::sleep_for(50ms);
-    p.agent->send(1, proto::ExecStarted{8});
+    REQUIRE(wait_until([&] { return p.client->in_flight() == 1; }));
+    p.agent->send(1, proto::ExecStarted{8});  // a fresh client numbers requests from 1
     p.agent->send(1, proto::ExecOutput{proto::StreamId::exec_stdout, proto::Bytes(16, 'o')});
-    while (seen < 16) std::this_thread::sleep_for(1ms);
+    REQUIRE(wait_until([&] { return seen == 16; }));
     std::this_thread::sleep_for(50ms);
     p.agent->send(1, proto::ExecOutput{proto::StreamId::exec_stdout, proto::Bytes{'!'}});
     CHECK(future_error(exec).code() == AgentErrorCode::broken);

@@ -1,0 +1,187 @@
+// A guest that misbehaves must never crash, hang or bloat the host: output
+// floods, a guest that stops answering, garbage on the agent channel, and a
+// controller that dies with VMs running. (The cases run in file order: the
+// garbage case breaks this file's VM, so it comes last.)
+
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vm_fixture.hpp"
+
+extern char** environ;
+
+using forkvm::test::kOpTimeout;
+using forkvm::test::shared_vm;
+using forkvm::vmm::AgentClient;
+using forkvm::vmm::AgentError;
+using forkvm::vmm::AgentErrorCode;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long rss_kib() {
+    std::ifstream in("/proc/self/status");
+    std::string key;
+    while (in >> key) {
+        if (key == "VmRSS:") {
+            long v = 0;
+            in >> v;
+            return v;
+        }
+        in.ignore(4096, '\n');
+    }
+    return -1;
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+    std::vector<pid_t> out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = e.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(e.path() / "stat");
+        std::string stat;
+        std::getline(in, stat);
+        auto close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        char state = 0;
+        long ppid = 0;
+        if (std::sscanf(stat.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
+            out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return out;
+}
+
+template <typename Pred>
+bool poll_until(Pred pred, std::chrono::seconds limit) {
+    auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return pred();
+}
+
+}  // namespace
+
+TEST_CASE("vm hostile: an output flood does not starve a ping or a file read, and host memory stays bounded") {
+    auto& vm = shared_vm();
+    const std::string small(3000, 'x');
+    vm.agent->write_file({"/tmp/small.txt", 0644, false, false},
+                         std::span(reinterpret_cast<const std::uint8_t*>(small.data()), small.size()), kOpTimeout);
+
+    const long rss_before = rss_kib();
+    std::atomic<std::uint64_t> flooded{0};
+    std::stop_source stop;
+    auto flood = std::async(std::launch::async, [&] {
+        forkvm::vmm::ExecRequest req;
+        req.argv = {"yes", "flood flood flood flood flood flood flood flood"};
+        req.timeout_ms = 600'000;
+        req.stdout_cap = 1ULL << 40;
+        forkvm::vmm::ExecCallbacks cb;
+        cb.on_stdout = [&](forkvm::vmm::ByteView d) { flooded += d.size(); };
+        return vm.agent->exec(req, cb, kOpTimeout, stop.get_token());
+    });
+    REQUIRE(poll_until([&] { return flooded.load() > 20'000; }, std::chrono::seconds(120)));
+
+    // Both complete while the flood goes on.
+    auto pong = vm.agent->ping(kOpTimeout);
+    CHECK(pong.rtt.count() > 0);
+    auto file = vm.agent->read_file({"/tmp/small.txt", 0, 0}, kOpTimeout);
+    CHECK(std::string(file.data.begin(), file.data.end()) == small);
+    const std::uint64_t during = flooded.load();
+    CHECK(flood.wait_for(std::chrono::seconds(0)) == std::future_status::timeout);  // still flooding
+
+    stop.request_stop();
+    auto r = flood.get();
+    CHECK(r.cancelled);
+    CHECK(flooded.load() >= during);
+    // Credits bound what the host holds: far below what the guest sent.
+    const long growth = rss_kib() - rss_before;
+    INFO("flooded " << flooded.load() << " bytes; RSS growth " << growth << " KiB");
+    CHECK(growth < 64 * 1024);
+    CHECK(vm.agent->state() == AgentClient::State::healthy);
+}
+
+TEST_CASE("vm hostile: a guest that never answers gets a timeout by the deadline, then recovers") {
+    auto& vm = shared_vm();
+    vm.process->pause();  // the guest is frozen: nothing answers
+    const auto start = Clock::now();
+    try {
+        (void)vm.agent->ping(std::chrono::seconds(2));
+        FAIL("a frozen guest answered");
+    } catch (const AgentError& e) {
+        CHECK(e.code() == AgentErrorCode::timeout);
+    }
+    CHECK(Clock::now() - start >= std::chrono::seconds(2));
+    CHECK(vm.agent->state() == AgentClient::State::unhealthy);
+
+    vm.process->resume();
+    CHECK_NOTHROW(vm.agent->ping(kOpTimeout));
+    CHECK(vm.run({"echo", "ok"}).stdout_data == "ok\n");
+}
+
+TEST_CASE("vm hostile: killing the controller leaves no VM process") {
+    // Orphans are reparented to us, so we can tell when they are gone.
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    std::vector<std::string> args = {FORKVM_TEST_BINARY, "run", "--", "sleep", "1000"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t runner = 0;
+    REQUIRE(::posix_spawn(&runner, FORKVM_TEST_BINARY, nullptr, nullptr, argv.data(), environ) == 0);
+
+    std::vector<pid_t> vms;
+    REQUIRE(poll_until([&] { return !(vms = children_of(runner)).empty(); }, std::chrono::seconds(60)));
+    const pid_t vm_pid = vms.front();
+    ::kill(runner, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(runner, &status, 0) == runner);
+
+    bool gone = poll_until(
+        [&] {
+            pid_t r = ::waitpid(vm_pid, &status, WNOHANG);
+            return r == vm_pid || (r < 0 && errno == ECHILD);
+        },
+        std::chrono::seconds(60));
+    CHECK(gone);
+    if (!gone) ::kill(vm_pid, SIGKILL);
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+TEST_CASE("vm hostile: garbage on the agent channel marks the VM broken and the host stays up") {
+    auto& vm = shared_vm();
+    // As root, a guest process writes random bytes into the agent's UART.
+    try {
+        (void)vm.sh("head -c 4096 /dev/urandom > /dev/ttyS1; sleep 5");
+    } catch (const AgentError& e) {
+        CHECK(e.code() == AgentErrorCode::broken);
+    }
+    CHECK(poll_until([&] { return vm.agent->state() == AgentClient::State::broken; }, std::chrono::seconds(60)));
+    CHECK_FALSE(vm.agent->broken_reason().empty());
+    MESSAGE("broken: " << vm.agent->broken_reason());
+    // Every later call fails at once, without waiting for its deadline.
+    const auto start = Clock::now();
+    try {
+        (void)vm.agent->ping(std::chrono::minutes(10));
+        FAIL("a broken channel answered");
+    } catch (const AgentError& e) {
+        CHECK(e.code() == AgentErrorCode::broken);
+    }
+    CHECK(Clock::now() - start < std::chrono::minutes(1));
+    // The VM process itself still answers its controller.
+    CHECK(vm.process->status().state == "running");
+}
