@@ -24,8 +24,9 @@ std::string VcpuRunner::register_summary() const {
     try {
         kvm_regs r = vcpu_.get_regs();
         kvm_sregs s = vcpu_.get_sregs();
-        return fmt::format("rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}", r.rip,
-                           r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+        return fmt::format(
+            "rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}", r.rip,
+            r.rsp, r.rflags, s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
     } catch (const std::exception& e) {
         return std::string("registers unavailable: ") + e.what();
     }

@@ -36,7 +36,8 @@ std::unique_ptr<TestVm> TestVm::boot(std::uint64_t memory_mb) {
     return vm;
 }
 
-vmm::BufferedExecResult TestVm::run(std::vector<std::string> argv, std::string user, std::uint32_t timeout_ms) {
+vmm::BufferedExecResult TestVm::run(std::vector<std::string> argv, std::string user,
+                                    std::uint32_t timeout_ms) {
     vmm::ExecRequest req;
     req.argv = std::move(argv);
     req.user = std::move(user);

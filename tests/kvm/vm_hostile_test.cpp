@@ -3,7 +3,6 @@
 // controller that dies with VMs running. (The cases run in file order: the
 // garbage case breaks this file's VM, so it comes last.)
 
-#include <doctest/doctest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -12,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -77,11 +77,13 @@ bool poll_until(Pred pred, std::chrono::seconds limit) {
 
 }  // namespace
 
-TEST_CASE("vm hostile: an output flood does not starve a ping or a file read, and host memory stays bounded") {
+TEST_CASE(
+    "vm hostile: an output flood does not starve a ping or a file read, and host memory stays bounded") {
     auto& vm = shared_vm();
     const std::string small(3000, 'x');
     vm.agent->write_file({"/tmp/small.txt", 0644, false, false},
-                         std::span(reinterpret_cast<const std::uint8_t*>(small.data()), small.size()), kOpTimeout);
+                         std::span(reinterpret_cast<const std::uint8_t*>(small.data()), small.size()),
+                         kOpTimeout);
 
     const long rss_before = rss_kib();
     std::atomic<std::uint64_t> flooded{0};
@@ -170,7 +172,8 @@ TEST_CASE("vm hostile: garbage on the agent channel marks the VM broken and the 
     } catch (const AgentError& e) {
         CHECK(e.code() == AgentErrorCode::broken);
     }
-    CHECK(poll_until([&] { return vm.agent->state() == AgentClient::State::broken; }, std::chrono::seconds(60)));
+    CHECK(poll_until([&] { return vm.agent->state() == AgentClient::State::broken; },
+                     std::chrono::seconds(60)));
     CHECK_FALSE(vm.agent->broken_reason().empty());
     MESSAGE("broken: " << vm.agent->broken_reason());
     // Every later call fails at once, without waiting for its deadline.
