@@ -33,7 +33,7 @@ struct ConfigProblem {
 [[nodiscard]] std::vector<ConfigProblem> validate(const VmConfig& config);
 
 // The kernel arguments forkvm always passes, chosen for a fast, quiet boot
-// on the devices forkvm emulates (docs/vmm.md says why each is there).
+// on the devices forkvm emulates (vm_config.cpp says why each is there).
 extern const char* const kDefaultKernelArgs;
 
 // The full command line for `config`.
