@@ -9,7 +9,7 @@
 #include <climits>
 #include <cstring>
 
-#include "guest/agent/unique_fd.hpp"
+#include "vmm/unique_fd.hpp"  // header-only, std-only: shared with the host
 
 namespace forkvm::agent {
 namespace {

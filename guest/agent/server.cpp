@@ -25,9 +25,9 @@
 #include "guest/agent/file_ops.hpp"
 #include "guest/agent/outbox.hpp"
 #include "guest/agent/spawn.hpp"
-#include "guest/agent/unique_fd.hpp"
 #include "guest/agent/users.hpp"
 #include "guest/protocol/messages.hpp"
+#include "vmm/unique_fd.hpp"  // header-only, std-only: shared with the host
 
 namespace forkvm::agent {
 namespace {

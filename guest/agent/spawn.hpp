@@ -10,9 +10,9 @@
 #include <variant>
 #include <vector>
 
-#include "guest/agent/unique_fd.hpp"
 #include "guest/agent/users.hpp"
 #include "guest/protocol/messages.hpp"
+#include "vmm/unique_fd.hpp"  // header-only, std-only: shared with the host
 
 namespace forkvm::agent {
 

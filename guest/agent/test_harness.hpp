@@ -22,8 +22,8 @@
 
 #include "guest/agent/options.hpp"
 #include "guest/agent/server.hpp"
-#include "guest/agent/unique_fd.hpp"
 #include "guest/protocol/messages.hpp"
+#include "vmm/unique_fd.hpp"  // header-only, std-only: shared with the host
 
 namespace forkvm::agent::testing {
 
