@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fmt/format.h>
+#include <stdexcept>
 
 #include "vmm/kvm_abi.hpp"
 #include "vmm/sys_error.hpp"
@@ -63,6 +65,15 @@ private:
     std::size_t prefix_;
     std::vector<std::uint8_t> storage_;
 };
+
+// The error for a short KVM_GET_MSRS / KVM_SET_MSRS count: KVM stops at the
+// first MSR it refuses, so entry `done` is the culprit.
+[[noreturn]] void throw_short_msr_count(const char* name, std::span<const kvm_msr_entry> entries,
+                                        std::size_t done) {
+    throw SysError(fmt::format("{}: MSR {:#x} (entry {} of {}) refused", name,
+                               done < entries.size() ? entries[done].index : 0U, done, entries.size()),
+                   EINVAL);
+}
 
 }  // namespace
 
@@ -146,12 +157,50 @@ void Vm::irq_line(std::uint32_t irq, bool level) const {
     xioctl(fd(), KVM_IRQ_LINE, &line, "KVM_IRQ_LINE");
 }
 
+int Vm::check_extension(long capability) const {
+    return xioctl(fd(), KVM_CHECK_EXTENSION, capability, "KVM_CHECK_EXTENSION (VM)");
+}
+
+kvm_irqchip Vm::get_irqchip(std::uint32_t chip_id) const {
+    kvm_irqchip chip{};
+    chip.chip_id = chip_id;
+    xioctl(fd(), KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP");
+    return chip;
+}
+
+void Vm::set_irqchip(const kvm_irqchip& chip) const {
+    xioctl(fd(), KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP");
+}
+
+kvm_pit_state2 Vm::get_pit2() const {
+    kvm_pit_state2 pit{};
+    xioctl(fd(), KVM_GET_PIT2, &pit, "KVM_GET_PIT2");
+    return pit;
+}
+
+void Vm::set_pit2(const kvm_pit_state2& pit) const { xioctl(fd(), KVM_SET_PIT2, &pit, "KVM_SET_PIT2"); }
+
+kvm_clock_data Vm::get_clock() const {
+    kvm_clock_data clock{};
+    xioctl(fd(), KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK");
+    return clock;
+}
+
+void Vm::set_clock(const kvm_clock_data& clock) const {
+    xioctl(fd(), KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
+}
+
 Vcpu Vm::create_vcpu(unsigned id) const {
+    // The vCPU's XSAVE buffer size is fixed when it is created; ask the VM
+    // (the answer depends on the process's XSTATE permissions, e.g. AMX).
+    int xsave2 = check_extension(KVM_CAP_XSAVE2);
+    std::size_t xsave_size = xsave2 > static_cast<int>(abi::kXsaveSize) ? static_cast<std::size_t>(xsave2)
+                                                                        : std::size_t{abi::kXsaveSize};
     int vcpu = xioctl(fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id), "KVM_CREATE_VCPU");
     UniqueFd vcpu_fd(vcpu);
     Mapping run =
         Mapping::map(vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd.get(), 0, "mmap kvm_run");
-    return Vcpu(std::move(vcpu_fd), std::move(run), id);
+    return Vcpu(std::move(vcpu_fd), std::move(run), id, xsave_size);
 }
 
 int Vcpu::run() const noexcept {
@@ -194,6 +243,113 @@ void Vcpu::set_lapic(const kvm_lapic_state& lapic) const {
 }
 
 void Vcpu::set_fpu(const kvm_fpu& fpu) const { xioctl(fd(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
+
+kvm_fpu Vcpu::get_fpu() const {
+    kvm_fpu fpu{};
+    xioctl(fd(), KVM_GET_FPU, &fpu, "KVM_GET_FPU");
+    return fpu;
+}
+
+CpuidEntries Vcpu::get_cpuid() const {
+    // KVM answers E2BIG when the buffer is smaller than the vCPU's table.
+    for (std::uint32_t n = 128;; n *= 2) {
+        FlexBuffer<kvm_cpuid_entry2> buf(abi::kCpuid2Size, n);
+        int r = ::ioctl(fd(), abi::kGetCpuid2, buf.data());
+        if (r < 0 && errno == E2BIG && n < 4096) continue;
+        if (r < 0) throw SysError("KVM_GET_CPUID2", errno);
+        return CpuidEntries{buf.entries()};
+    }
+}
+
+kvm_mp_state Vcpu::get_mp_state() const {
+    kvm_mp_state state{};
+    xioctl(fd(), KVM_GET_MP_STATE, &state, "KVM_GET_MP_STATE");
+    return state;
+}
+
+void Vcpu::set_mp_state(const kvm_mp_state& state) const {
+    xioctl(fd(), KVM_SET_MP_STATE, &state, "KVM_SET_MP_STATE");
+}
+
+std::vector<std::uint8_t> Vcpu::get_xsave() const {
+    std::vector<std::uint8_t> xsave(xsave_size_);
+    if (xsave_size_ > abi::kXsaveSize) {
+        xioctl(fd(), abi::kGetXsave2, xsave.data(), "KVM_GET_XSAVE2");
+    } else {
+        xioctl(fd(), abi::kGetXsave, xsave.data(), "KVM_GET_XSAVE");
+    }
+    return xsave;
+}
+
+void Vcpu::set_xsave(std::span<const std::uint8_t> xsave) const {
+    if (xsave.size() != xsave_size_) {
+        throw std::invalid_argument(fmt::format(
+            "KVM_SET_XSAVE: buffer of {} bytes, this vCPU's XSAVE area is {}", xsave.size(), xsave_size_));
+    }
+    xioctl(fd(), abi::kSetXsave, xsave.data(), "KVM_SET_XSAVE");
+}
+
+kvm_xcrs Vcpu::get_xcrs() const {
+    kvm_xcrs xcrs{};
+    xioctl(fd(), KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS");
+    return xcrs;
+}
+
+void Vcpu::set_xcrs(const kvm_xcrs& xcrs) const { xioctl(fd(), KVM_SET_XCRS, &xcrs, "KVM_SET_XCRS"); }
+
+kvm_debugregs Vcpu::get_debugregs() const {
+    kvm_debugregs regs{};
+    xioctl(fd(), KVM_GET_DEBUGREGS, &regs, "KVM_GET_DEBUGREGS");
+    return regs;
+}
+
+void Vcpu::set_debugregs(const kvm_debugregs& regs) const {
+    xioctl(fd(), KVM_SET_DEBUGREGS, &regs, "KVM_SET_DEBUGREGS");
+}
+
+kvm_vcpu_events Vcpu::get_vcpu_events() const {
+    kvm_vcpu_events events{};
+    xioctl(fd(), KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS");
+    return events;
+}
+
+void Vcpu::set_vcpu_events(const kvm_vcpu_events& events) const {
+    xioctl(fd(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
+}
+
+std::size_t Vcpu::read_msrs(std::span<kvm_msr_entry> entries) const {
+    FlexBuffer<kvm_msr_entry> buf(abi::kMsrsSize, static_cast<std::uint32_t>(entries.size()));
+    buf.set_entries(std::vector<kvm_msr_entry>(entries.begin(), entries.end()));
+    int r = xioctl(fd(), abi::kGetMsrs, buf.data(), "KVM_GET_MSRS");
+    auto read = buf.entries();
+    auto done = std::min(static_cast<std::size_t>(r), entries.size());
+    std::copy_n(read.begin(), done, entries.begin());
+    return done;
+}
+
+std::vector<kvm_msr_entry> Vcpu::get_msrs(std::span<const std::uint32_t> indices) const {
+    std::vector<kvm_msr_entry> entries(indices.size());
+    for (std::size_t i = 0; i < indices.size(); ++i) entries[i].index = indices[i];
+    std::size_t done = read_msrs(entries);
+    if (done != entries.size()) throw_short_msr_count("KVM_GET_MSRS", entries, done);
+    return entries;
+}
+
+void Vcpu::set_msrs(std::span<const kvm_msr_entry> entries) const {
+    FlexBuffer<kvm_msr_entry> buf(abi::kMsrsSize, static_cast<std::uint32_t>(entries.size()));
+    buf.set_entries(std::vector<kvm_msr_entry>(entries.begin(), entries.end()));
+    int r = xioctl(fd(), abi::kSetMsrs, buf.data(), "KVM_SET_MSRS");
+    if (static_cast<std::size_t>(r) != entries.size())
+        throw_short_msr_count("KVM_SET_MSRS", entries, static_cast<std::size_t>(r));
+}
+
+std::uint32_t Vcpu::get_tsc_khz() const {
+    return static_cast<std::uint32_t>(xioctl(fd(), KVM_GET_TSC_KHZ, "KVM_GET_TSC_KHZ"));
+}
+
+void Vcpu::set_tsc_khz(std::uint32_t khz) const {
+    xioctl(fd(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz), "KVM_SET_TSC_KHZ");
+}
 
 const char* exit_reason_name(std::uint32_t reason) noexcept {
     switch (reason) {

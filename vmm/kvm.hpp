@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,19 @@ public:
     void create_pit2() const;
     void irq_line(std::uint32_t irq, bool level) const;
 
+    // KVM_CHECK_EXTENSION on the VM fd: some answers are per VM (e.g. the
+    // KVM_CAP_XSAVE2 size). 0 when unsupported.
+    [[nodiscard]] int check_extension(long capability) const;
+
+    // In-kernel PIC/IOAPIC (chip_id KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE,
+    // _IOAPIC), PIT and kvmclock state. Need create_irqchip()/create_pit2().
+    [[nodiscard]] kvm_irqchip get_irqchip(std::uint32_t chip_id) const;
+    void set_irqchip(const kvm_irqchip& chip) const;
+    [[nodiscard]] kvm_pit_state2 get_pit2() const;
+    void set_pit2(const kvm_pit_state2& pit) const;
+    [[nodiscard]] kvm_clock_data get_clock() const;
+    void set_clock(const kvm_clock_data& clock) const;
+
     [[nodiscard]] Vcpu create_vcpu(unsigned id) const;
 
 private:
@@ -90,13 +104,50 @@ public:
     [[nodiscard]] kvm_lapic_state get_lapic() const;
     void set_lapic(const kvm_lapic_state& lapic) const;
     void set_fpu(const kvm_fpu& fpu) const;
+    [[nodiscard]] kvm_fpu get_fpu() const;
+    // KVM_GET_CPUID2: the CPUID entries set on this vCPU.
+    [[nodiscard]] CpuidEntries get_cpuid() const;
+
+    [[nodiscard]] kvm_mp_state get_mp_state() const;
+    void set_mp_state(const kvm_mp_state& state) const;
+
+    // The XSAVE area: xsave_size() bytes (4096, or the VM's KVM_CAP_XSAVE2
+    // size when larger, e.g. with AMX). Read with KVM_GET_XSAVE2 when larger
+    // than 4096, else KVM_GET_XSAVE. set_xsave() refuses (invalid_argument)
+    // any other size: KVM reads exactly xsave_size() bytes from the buffer.
+    [[nodiscard]] std::size_t xsave_size() const noexcept { return xsave_size_; }
+    [[nodiscard]] std::vector<std::uint8_t> get_xsave() const;
+    void set_xsave(std::span<const std::uint8_t> xsave) const;
+
+    [[nodiscard]] kvm_xcrs get_xcrs() const;
+    void set_xcrs(const kvm_xcrs& xcrs) const;
+    [[nodiscard]] kvm_debugregs get_debugregs() const;
+    void set_debugregs(const kvm_debugregs& regs) const;
+    [[nodiscard]] kvm_vcpu_events get_vcpu_events() const;
+    void set_vcpu_events(const kvm_vcpu_events& events) const;
+
+    // KVM_GET_MSRS for `indices`, in that order. KVM stops at the first MSR
+    // it cannot read; a short count throws SysError("KVM_GET_MSRS: MSR 0x...
+    // ...", EINVAL) naming that MSR.
+    [[nodiscard]] std::vector<kvm_msr_entry> get_msrs(std::span<const std::uint32_t> indices) const;
+    // The raw ioctl: reads entries[i].data for entries[i].index until the
+    // first failure; returns how many were read (never throws for a short count).
+    [[nodiscard]] std::size_t read_msrs(std::span<kvm_msr_entry> entries) const;
+    // KVM_SET_MSRS in the given order; a short count throws like get_msrs().
+    void set_msrs(std::span<const kvm_msr_entry> entries) const;
+
+    // KVM_GET_TSC_KHZ / KVM_SET_TSC_KHZ: the guest's TSC frequency.
+    [[nodiscard]] std::uint32_t get_tsc_khz() const;
+    void set_tsc_khz(std::uint32_t khz) const;
 
 private:
     friend class Vm;
-    Vcpu(UniqueFd fd, Mapping run, unsigned id) : fd_(std::move(fd)), run_(std::move(run)), id_(id) {}
+    Vcpu(UniqueFd fd, Mapping run, unsigned id, std::size_t xsave_size)
+        : fd_(std::move(fd)), run_(std::move(run)), id_(id), xsave_size_(xsave_size) {}
     UniqueFd fd_;
     Mapping run_;
     unsigned id_;
+    std::size_t xsave_size_;
 };
 
 // The name of a KVM_EXIT_* reason, for logs and errors.

@@ -30,6 +30,8 @@ constexpr unsigned long kGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, kMs
 constexpr unsigned long kSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, kMsrsSize);
 constexpr unsigned long kGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, kXsaveSize);
 constexpr unsigned long kSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, kXsaveSize);
+// The number encodes 4096 bytes, but the kernel copies KVM_CAP_XSAVE2's size.
+constexpr unsigned long kGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, kXsaveSize);
 constexpr unsigned long kSetSignalMask = _IOC(_IOC_WRITE, KVMIO, 0x8b, kSignalMaskSize);
 
 static_assert(kGetSupportedCpuid == 0xc008ae05UL);
@@ -40,6 +42,7 @@ static_assert(kGetMsrs == 0xc008ae88UL);
 static_assert(kSetMsrs == 0x4008ae89UL);
 static_assert(kGetXsave == 0x9000aea4UL);
 static_assert(kSetXsave == 0x5000aea5UL);
+static_assert(kGetXsave2 == 0x9000aecfUL);
 static_assert(kSetSignalMask == 0x4004ae8bUL);
 
 // The C prefix sizes match the kernel's structs where no flex array is
