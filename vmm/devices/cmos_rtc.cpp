@@ -1,9 +1,14 @@
 #include "vmm/devices/cmos_rtc.hpp"
 
 #include <ctime>
+#include <fmt/format.h>
+
+#include "vmm/devices/device_state.hpp"
 
 namespace forkvm::vmm {
 namespace {
+
+constexpr std::uint8_t kIndexMask = 0x7f;  // bit 7 of the index port is the NMI mask
 
 std::uint8_t bcd(int v) { return static_cast<std::uint8_t>(((v / 10) << 4) | (v % 10)); }
 
@@ -44,7 +49,26 @@ void CmosRtc::read(std::uint64_t offset, std::span<std::uint8_t> data) {
 void CmosRtc::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     if (data.empty() || offset != 0) return;
     std::lock_guard lock(mu_);
-    index_ = data[0] & 0x7f;  // bit 7 is the NMI mask
+    index_ = data[0] & kIndexMask;
+}
+
+// Blob layout (version 1): u8 version, u8 index (0..0x7f).
+std::vector<std::uint8_t> CmosRtc::save_state() const {
+    std::lock_guard lock(mu_);
+    ByteWriter w;
+    w.u8(kStateVersion);
+    w.u8(index_);
+    return std::move(w).take();
+}
+
+void CmosRtc::load_state(std::span<const std::uint8_t> blob) {
+    ByteReader r(blob, "cmos_rtc");
+    r.expect_version(kStateVersion);
+    const std::uint8_t index = r.u8("index");
+    if ((index & ~kIndexMask) != 0) r.fail(fmt::format("index 0x{:02x} is above 0x7f", index));
+    r.expect_end();
+    std::lock_guard lock(mu_);
+    index_ = index;
 }
 
 }  // namespace forkvm::vmm

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <span>
+#include <vector>
 
 #include "vmm/bus.hpp"
 
@@ -23,8 +24,15 @@ public:
     // The register value the guest would read, for a given UTC time (tests).
     static std::uint8_t register_at(std::uint8_t index, std::int64_t unix_seconds);
 
+    // Snapshot support: only the selected register index is state; the
+    // clock registers always read the host's time. load_state throws
+    // DeviceStateError on a bad blob (leaving the device as it was).
+    static constexpr std::uint8_t kStateVersion = 1;
+    [[nodiscard]] std::vector<std::uint8_t> save_state() const;
+    void load_state(std::span<const std::uint8_t> blob);
+
 private:
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::uint8_t index_ = 0;
 };
 

@@ -1,5 +1,9 @@
 #include "vmm/devices/i8042.hpp"
 
+#include <fmt/format.h>
+
+#include "vmm/devices/device_state.hpp"
+
 namespace forkvm::vmm {
 namespace {
 
@@ -63,7 +67,7 @@ void I8042::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
             }
             pending_command_ = 0;
         }
-        if (out_.size() > 16) out_.pop_front();  // a guest spamming commands stays bounded
+        if (out_.size() > kOutputLimit) out_.pop_front();  // a guest spamming commands stays bounded
     }
     if (reset && on_reset_) on_reset_();
 }
@@ -71,6 +75,39 @@ void I8042::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
 bool I8042::reset_requested() const {
     std::lock_guard lock(mu_);
     return reset_;
+}
+
+// Blob layout (version 1): u8 version, u8 control, u8 pending command (0 or
+// a command that takes a data byte), u8 reset (0/1), u32 length + the bytes
+// waiting at 0x60.
+std::vector<std::uint8_t> I8042::save_state() const {
+    std::lock_guard lock(mu_);
+    ByteWriter w;
+    w.u8(kStateVersion);
+    w.u8(control_);
+    w.u8(pending_command_);
+    w.u8(reset_ ? 1 : 0);
+    w.length_prefixed(out_);
+    return std::move(w).take();
+}
+
+void I8042::load_state(std::span<const std::uint8_t> blob) {
+    ByteReader r(blob, "i8042");
+    r.expect_version(kStateVersion);
+    const std::uint8_t control = r.u8("control");
+    const std::uint8_t pending = r.u8("pending command");
+    if (pending != 0 && pending != kCmdWriteControl && pending != kCmdWriteOutputPort) {
+        r.fail(fmt::format("pending command 0x{:02x} takes no data byte", pending));
+    }
+    const bool reset = r.boolean("reset");
+    const auto out = r.length_prefixed(kOutputLimit, "output queue");
+    r.expect_end();
+
+    std::lock_guard lock(mu_);
+    control_ = control;
+    pending_command_ = pending;
+    reset_ = reset;
+    out_.assign(out.begin(), out.end());
 }
 
 }  // namespace forkvm::vmm

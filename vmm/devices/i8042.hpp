@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <span>
+#include <vector>
 
 #include "vmm/bus.hpp"
 
@@ -26,6 +27,18 @@ public:
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     [[nodiscard]] bool reset_requested() const;
+
+    // At most this many bytes wait at 0x60 (older ones are dropped).
+    static constexpr std::size_t kOutputLimit = 16;
+
+    // Snapshot support: the control byte, a command awaiting its data byte,
+    // the bytes waiting at 0x60 and whether a reset was requested.
+    // load_state throws DeviceStateError on a bad blob (leaving the device
+    // as it was); it restores the reset flag without calling on_reset, as
+    // the reset already happened in the VM that was saved.
+    static constexpr std::uint8_t kStateVersion = 1;
+    [[nodiscard]] std::vector<std::uint8_t> save_state() const;
+    void load_state(std::span<const std::uint8_t> blob);
 
 private:
     mutable std::mutex mu_;

@@ -1,5 +1,9 @@
 #include "vmm/devices/serial.hpp"
 
+#include <fmt/format.h>
+
+#include "vmm/devices/device_state.hpp"
+
 namespace forkvm::vmm {
 namespace {
 
@@ -15,6 +19,11 @@ constexpr std::uint8_t kMcrLoop = 0x10;
 constexpr std::uint8_t kLsrDr = 0x01, kLsrThre = 0x20, kLsrTemt = 0x40;
 constexpr std::uint8_t kMsrCts = 0x10, kMsrDsr = 0x20, kMsrRi = 0x40, kMsrDcd = 0x80;
 
+// The IRQ line level the registers call for.
+bool irq_condition(std::uint8_t ier, bool input_pending, bool thri_pending) {
+    return ((ier & kIerRdi) && input_pending) || ((ier & kIerThri) && thri_pending);
+}
+
 }  // namespace
 
 Serial::Serial(std::function<void(bool)> set_irq, std::function<void()> notify_host)
@@ -23,6 +32,7 @@ Serial::Serial(std::function<void(bool)> set_irq, std::function<void()> notify_h
 void Serial::read(std::uint64_t offset, std::span<std::uint8_t> data) {
     if (data.empty()) return;
     std::lock_guard lock(mu_);
+    ++guest_accesses_;
     data[0] = read_reg(offset);
     for (std::size_t i = 1; i < data.size(); ++i) data[i] = 0;
     update_irq();
@@ -33,6 +43,7 @@ void Serial::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     bool notify = false;
     {
         std::lock_guard lock(mu_);
+        ++guest_accesses_;
         bool output_was_empty = output_.empty();
         bool input_was_full = input_.size() >= kInputCapacity / 2;
         write_reg(offset, data[0]);
@@ -134,7 +145,7 @@ void Serial::write_reg(std::uint64_t offset, std::uint8_t value) {
 }
 
 void Serial::update_irq() {
-    bool level = ((ier_ & kIerRdi) && !input_.empty()) || ((ier_ & kIerThri) && thri_pending_);
+    bool level = irq_condition(ier_, !input_.empty(), thri_pending_);
     if (level != irq_level_) {
         irq_level_ = level;
         if (set_irq_) set_irq_(level);
@@ -180,6 +191,95 @@ std::size_t Serial::output_pending() const {
 std::uint64_t Serial::dropped_output() const {
     std::lock_guard lock(mu_);
     return dropped_output_;
+}
+
+// Blob layout (version 1, little-endian):
+//   u8 version, u8 ier, fcr, lcr, mcr, scr, dll, dlm, u8 thri_pending (0/1),
+//   u8 irq_level (0/1), u64 dropped_output, u32 input length + bytes,
+//   u32 output length + bytes.
+// Every register is stored exactly as kept, so the encoding is canonical:
+// save_state(load_state(x)) == x for every accepted x.
+std::vector<std::uint8_t> Serial::save_state() const {
+    std::lock_guard lock(mu_);
+    ByteWriter w;
+    w.u8(kStateVersion);
+    for (std::uint8_t reg : {ier_, fcr_, lcr_, mcr_, scr_, dll_, dlm_}) w.u8(reg);
+    w.u8(thri_pending_ ? 1 : 0);
+    w.u8(irq_level_ ? 1 : 0);
+    w.u64(dropped_output_);
+    w.length_prefixed(input_);
+    w.length_prefixed(output_);
+    return std::move(w).take();
+}
+
+void Serial::load_state(std::span<const std::uint8_t> blob) {
+    ByteReader r(blob, "serial");
+    r.expect_version(kStateVersion);
+    // Parse and check everything into locals first, so a bad blob leaves the
+    // device untouched.
+    const auto masked_reg = [&r](std::string_view name, std::uint8_t allowed) {
+        const std::uint8_t v = r.u8(name);
+        if ((v & ~allowed) != 0)
+            r.fail(fmt::format("{} 0x{:02x} has bits outside 0x{:02x}", name, v, allowed));
+        return v;
+    };
+    const std::uint8_t ier = masked_reg("ier", 0x0f);
+    const std::uint8_t fcr = masked_reg("fcr", kFcrEnable);
+    const std::uint8_t lcr = r.u8("lcr");
+    const std::uint8_t mcr = masked_reg("mcr", 0x1f);
+    const std::uint8_t scr = r.u8("scr");
+    const std::uint8_t dll = r.u8("dll");
+    const std::uint8_t dlm = r.u8("dlm");
+    const bool thri_pending = r.boolean("thri pending");
+    const bool irq_level = r.boolean("irq level");
+    const std::uint64_t dropped = r.u64("dropped output");
+    const auto input = r.length_prefixed(kInputCapacity, "input FIFO");
+    const auto output = r.length_prefixed(kOutputCapacity, "output buffer");
+    r.expect_end();
+    // The device re-derives its line after every access, so a saved level
+    // that disagrees with the saved registers means the blob is corrupt.
+    if (irq_condition(ier, !input.empty(), thri_pending) != irq_level) {
+        r.fail(fmt::format("irq level {} disagrees with ier 0x{:02x}, {} input bytes, thri pending {}",
+                           irq_level ? 1 : 0, ier, input.size(), thri_pending ? 1 : 0));
+    }
+
+    {
+        std::lock_guard lock(mu_);
+        ier_ = ier;
+        fcr_ = fcr;
+        lcr_ = lcr;
+        mcr_ = mcr;
+        scr_ = scr;
+        dll_ = dll;
+        dlm_ = dlm;
+        thri_pending_ = thri_pending;
+        irq_level_ = irq_level;
+        dropped_output_ = dropped;
+        input_.assign(input.begin(), input.end());
+        output_.assign(output.begin(), output.end());
+        // Always drive the line, even if unchanged from before the load: the
+        // interrupt controller is restored separately and must agree with us.
+        if (set_irq_) set_irq_(irq_level_);
+    }
+    // Host wake-ups are edge-triggered on buffer changes; the buffers just
+    // changed wholesale, so let the host look at both again.
+    if (notify_host_) notify_host_();
+}
+
+bool Serial::retrigger_stalled_irq() {
+    std::lock_guard lock(mu_);
+    const bool stalled = irq_level_ && guest_accesses_ == accesses_at_last_check_;
+    accesses_at_last_check_ = guest_accesses_;
+    if (!stalled || !set_irq_) return false;
+    set_irq_(false);
+    set_irq_(true);
+    ++irq_retriggers_;
+    return true;
+}
+
+std::uint64_t Serial::irq_retriggers() const {
+    std::lock_guard lock(mu_);
+    return irq_retriggers_;
 }
 
 }  // namespace forkvm::vmm

@@ -15,6 +15,8 @@
 #include <functional>
 #include <mutex>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "vmm/bus.hpp"
 
@@ -42,6 +44,28 @@ public:
     // Bytes a guest wrote while told the transmitter was busy (it ignored LSR).
     [[nodiscard]] std::uint64_t dropped_output() const;
 
+    // Lost-interrupt watchdog, called by the host every ~100 ms while the VM
+    // runs. If the IRQ line has been asserted and the guest has not touched
+    // the UART since the previous call, the edge that should have started
+    // its interrupt handler was lost: lower and raise the line again so the
+    // (edge-triggered) PIC sees a fresh edge. A spurious extra interrupt is
+    // harmless (the 8250 handler finds IIR empty); a lost one would stall the
+    // guest's transmitter forever. Returns true when it re-raised the line.
+    bool retrigger_stalled_irq();
+    [[nodiscard]] std::uint64_t irq_retriggers() const;
+
+    // Snapshot support. save_state captures every register and every byte
+    // still queued either way (nothing is lost across a snapshot).
+    // load_state replaces the whole state from such a blob, treating it as
+    // untrusted: it throws DeviceStateError (and leaves the device as it
+    // was) on a wrong version, a truncated blob, trailing bytes, a buffer
+    // longer than its capacity or register values the device cannot hold.
+    // On success it re-drives the IRQ line with the loaded level and wakes
+    // the host, which must re-check both buffers.
+    static constexpr std::uint8_t kStateVersion = 1;
+    [[nodiscard]] std::vector<std::uint8_t> save_state() const;
+    void load_state(std::span<const std::uint8_t> blob);
+
 private:
     std::uint8_t read_reg(std::uint64_t offset);
     void write_reg(std::uint64_t offset, std::uint8_t value);
@@ -57,6 +81,9 @@ private:
     std::uint64_t dropped_output_ = 0;
     bool thri_pending_ = false;
     bool irq_level_ = false;
+    std::uint64_t guest_accesses_ = 0;          // register reads and writes by the guest
+    std::uint64_t accesses_at_last_check_ = 0;  // guest_accesses_ at the last watchdog call
+    std::uint64_t irq_retriggers_ = 0;
     std::uint8_t ier_ = 0, fcr_ = 0, lcr_ = 0, mcr_ = 0, scr_ = 0;
     std::uint8_t dll_ = 0x0c, dlm_ = 0;  // 9600 baud until the driver sets it
 };
