@@ -185,8 +185,10 @@ BootInfo load_linux(const GuestMemory& memory, const std::string& kernel_path, c
     hdr.ramdisk_size = static_cast<std::uint32_t>(initrd.size);
     hdr.vid_mode = 0xffff;  // "normal"
 
-    add_e820(bp, 0, layout::kEbdaStart, kE820Ram);
-    add_e820(bp, layout::kEbdaStart, layout::kHighMemory - layout::kEbdaStart, kE820Reserved);
+    // RAM ends below the mailbox page: reserved, it is readable through the
+    // guest's /dev/mem (see layout::kMailbox).
+    add_e820(bp, 0, layout::kLowRamEnd, kE820Ram);
+    add_e820(bp, layout::kLowRamEnd, layout::kHighMemory - layout::kLowRamEnd, kE820Reserved);
     const auto& regions = memory.regions();
     add_e820(bp, layout::kHighMemory, regions[0].size - layout::kHighMemory, kE820Ram);
     for (std::size_t i = 1; i < regions.size(); ++i)

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "guest/agent/hygiene.hpp"
 #include "guest/agent/options.hpp"
 #include "guest/agent/server.hpp"
 
@@ -51,12 +52,14 @@ int main(int argc, char** argv) {
         }
     }
     const forkvm::agent::Options options;
+    // One watcher for the life of the agent: see serve()'s comment.
+    forkvm::agent::MailboxWatcher mailbox(options);
     const bool init = ::getpid() == 1;
     while (true) {
         const int fd = open_channel(channel);
         int rc = 1;
         if (fd >= 0) {
-            rc = forkvm::agent::serve(fd, options);
+            rc = forkvm::agent::serve(fd, options, mailbox);
             ::close(fd);
         }
         // As PID 1 the agent must never exit (the kernel would panic): reopen

@@ -4,9 +4,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace forkvm::agent {
+
+class HygieneActions;  // guest/agent/hygiene.hpp
 
 struct Options {
     std::string agent_version = "forkvm-agent/0.1.0";
@@ -39,6 +42,15 @@ struct Options {
     // Become a child subreaper (prctl), so orphans of execs are reparented to
     // the agent and reaped even when it is not PID 1 (tests).
     bool child_subreaper = true;
+    // Clone-hygiene mailbox (guest/agent/hygiene.hpp): the page the host
+    // fills at guest-physical kMailbox (vmm/layout.hpp), read through
+    // /dev/mem. Tests point it at a temporary file; an empty path or a
+    // missing file turns the check off.
+    std::string mailbox_path = "/dev/mem";
+    std::uint64_t mailbox_offset = 0x9f000;
+    // What applying a page does; null means the real system calls
+    // (RNDADDENTROPY, RNDRESEEDCRNG, clock_settime, sethostname).
+    std::shared_ptr<HygieneActions> hygiene_actions;
 };
 
 }  // namespace forkvm::agent

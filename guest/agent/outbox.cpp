@@ -48,9 +48,11 @@ void Outbox::refill() {
     }
 }
 
-bool Outbox::flush(int fd) {
+bool Outbox::flush(int fd, std::size_t max_bytes) {
+    std::size_t written = 0;
     while (true) {
         if (current_off_ == current_.size()) {
+            if (written >= max_bytes) return true;  // at a frame boundary: let the caller poll
             refill();
             if (current_.empty()) return true;
         }
@@ -60,6 +62,7 @@ bool Outbox::flush(int fd) {
             return errno == EAGAIN || errno == EWOULDBLOCK;
         }
         current_off_ += static_cast<std::size_t>(n);
+        written += static_cast<std::size_t>(n);
     }
 }
 

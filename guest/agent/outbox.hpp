@@ -41,9 +41,11 @@ public:
         bulk_.push_back(Entry{request_id, std::move(frame)});
     }
 
-    // Writes as much as the fd takes. Returns false on a fatal write error
-    // (EPIPE, ...); EAGAIN is not an error.
-    [[nodiscard]] bool flush(int fd);
+    // Writes until the fd would block or, once at least `max_bytes` went
+    // out, at the next frame boundary (so a caller that keeps the channel
+    // busy still polls for requests between bursts). Returns false on a
+    // fatal write error (EPIPE, ...); EAGAIN is not an error.
+    [[nodiscard]] bool flush(int fd, std::size_t max_bytes = SIZE_MAX);
 
     [[nodiscard]] bool empty() const noexcept {
         return current_.empty() && control_.empty() && bulk_.empty();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "guest/agent/file_ops.hpp"
+#include "guest/agent/hygiene.hpp"
 #include "guest/agent/outbox.hpp"
 #include "guest/agent/spawn.hpp"
 #include "guest/agent/users.hpp"
@@ -41,6 +42,7 @@ constexpr auto kKillWait = std::chrono::milliseconds(500);
 // Failed write transfers whose late FileData/WriteFileEnd frames are dropped
 // silently instead of each being answered with an Error.
 constexpr std::size_t kDeadWriteIds = 64;
+constexpr std::size_t kFlushBurst = 16 * 1024;  // bytes written between two polls of the channel
 constexpr std::size_t kChannelReadSize = 64 * 1024;
 constexpr std::size_t kDiscardReadSize = 64 * 1024;
 constexpr int kMaxResyncLogs = 8;
@@ -105,9 +107,10 @@ struct WriteXfer {
 
 class Server {
 public:
-    Server(int channel_fd, UniqueFd sigfd, const Options& options)
+    Server(int channel_fd, UniqueFd sigfd, const Options& options, MailboxWatcher& mailbox)
         : fd_(channel_fd),
           opt_(options),
+          mailbox_(mailbox),
           decoder_(options.max_payload),
           sigfd_(std::move(sigfd)),
           scratch_(kDiscardReadSize) {}
@@ -149,6 +152,7 @@ private:
 
     int fd_;
     const Options& opt_;
+    MailboxWatcher& mailbox_;
     proto::FrameDecoder decoder_;
     Outbox outbox_;
     UniqueFd sigfd_;
@@ -660,11 +664,22 @@ bool Server::read_channel() {
     if (n == 0) return false;
     if (n < 0) return errno == EAGAIN || errno == EINTR;
     proto::ByteSpan data(buf, static_cast<std::size_t>(n));
+    bool mailbox_checked = false;
     while (!data.empty()) {
         const std::size_t used = decoder_.feed(data);
         data = data.subspan(used);
         if (auto frame = decoder_.take_frame()) {
             in_noise_ = false;
+            // Clone hygiene: a clone must have its own entropy, clock and
+            // hostname before it runs anything for the host. The host posts
+            // them while the VM is paused and sends requests only after the
+            // resume, so checking here (after the read that brought this
+            // frame, before handling it) cannot miss a post. Once per read:
+            // a pread of one page, not once per byte of a slow UART.
+            if (!mailbox_checked) {
+                (void)mailbox_.check_and_apply();
+                mailbox_checked = true;
+            }
             dispatch(std::move(*frame));
             continue;
         }
@@ -754,7 +769,10 @@ int Server::run() {
 
     std::vector<pollfd> fds;
     while (true) {
-        if (!outbox_.flush(fd_)) {
+        // A bounded burst, then poll: while a fast reader keeps the channel
+        // writable, an unbounded flush would send the whole bulk queue
+        // before reading a request (a ping would wait behind 512 KiB).
+        if (!outbox_.flush(fd_, kFlushBurst)) {
             channel_failed_ = true;
             break;
         }
@@ -802,6 +820,11 @@ int Server::run() {
 }  // namespace
 
 int serve(int channel_fd, const Options& options) {
+    MailboxWatcher mailbox(options);
+    return serve(channel_fd, options, mailbox);
+}
+
+int serve(int channel_fd, const Options& options, MailboxWatcher& mailbox) {
     // Children must start with 0..2 taken, so their pipe ends are >= 3.
     for (int fd = 0; fd <= 2; ++fd) {
         if (::fcntl(fd, F_GETFD) < 0) {
@@ -825,7 +848,7 @@ int serve(int channel_fd, const Options& options) {
     int rc = 1;
     UniqueFd sfd(::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC));
     if (sfd) {
-        Server server(channel_fd, std::move(sfd), options);
+        Server server(channel_fd, std::move(sfd), options, mailbox);
         rc = server.run();
     }
     ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);

@@ -31,6 +31,9 @@ namespace forkvm::agent::testing {
 inline Options test_options() {
     Options o;
     if (const passwd* pw = ::getpwuid(::geteuid())) o.default_user = pw->pw_name;
+    // Never the real /dev/mem: tests run as root on hosts where it would be
+    // the host's physical memory. Mailbox tests set their own file.
+    o.mailbox_path.clear();
     return o;
 }
 
