@@ -20,8 +20,14 @@ inline constexpr std::string_view kPit2 = "vm.pit2";             // KVM_GET_PIT2
 inline constexpr std::string_view kClock = "vm.clock";           // KVM_GET_CLOCK (kvmclock)
 
 // --- Devices.
-inline constexpr std::string_view kUart0 = "dev.uart0";         // UART registers, FIFO contents, IRQ state
-inline constexpr std::string_view kAgentChannel = "dev.agent";  // agent channel state (idle or exact)
+// Each a device's save_state() blob (vmm/devices/*: a version byte, then
+// its registers and queued bytes).
+inline constexpr std::string_view kUart0 = "dev.uart0";  // console UART: registers, FIFOs, IRQ level
+// The agent channel is UART1; a snapshot is taken with the channel idle (no
+// frame half-sent by the host's client), and the UART's FIFOs are saved exactly.
+inline constexpr std::string_view kUart1 = "dev.uart1";
+inline constexpr std::string_view kI8042 = "dev.i8042";
+inline constexpr std::string_view kRtc = "dev.rtc";
 
 // --- Per vCPU: "vcpu.<index>.<name>", names listed in restore order
 // (Firecracker's order; MSRs carry TSC before TSC_DEADLINE).

@@ -2,7 +2,9 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -39,29 +41,63 @@ VmConfig config_from_json(const nlohmann::json& j) {
     return c;
 }
 
-bool send_message(int fd, const nlohmann::json& message) {
+bool send_message(int fd, const nlohmann::json& message, std::span<const int> fds) {
     std::string text = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    if (text.size() > kMaxControlMessage) {
+    if (text.size() > kMaxControlMessage || fds.size() > kMaxPassedFds) {
         errno = EMSGSIZE;
         return false;
     }
+    iovec iov{text.data(), text.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * kMaxPassedFds)> control{};
+    if (!fds.empty()) {
+        msg.msg_control = control.data();
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
     for (;;) {
-        ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+        ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
         if (n >= 0) return true;
         if (errno != EINTR) return false;
     }
 }
 
-std::optional<nlohmann::json> recv_message(int fd) {
+std::optional<nlohmann::json> recv_message(int fd, std::vector<UniqueFd>* fds) {
     std::vector<char> buf(kMaxControlMessage + 1);
+    iovec iov{buf.data(), buf.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * kMaxPassedFds)> control{};
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
     ssize_t n = 0;
     do {
-        n = ::recv(fd, buf.data(), buf.size(), 0);
+        n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
+    // Every fd that arrived is owned at once, so none leaks whatever follows.
+    std::vector<UniqueFd> received;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t k = 0; k < count; ++k) {
+            int passed = -1;
+            std::memcpy(&passed, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+            received.emplace_back(passed);
+        }
+    }
     if (n <= 0) return std::nullopt;
-    if (static_cast<std::size_t>(n) > kMaxControlMessage) return nlohmann::json{{"invalid", true}};
+    const bool fds_cut = (msg.msg_flags & MSG_CTRUNC) != 0;
+    if (static_cast<std::size_t>(n) > kMaxControlMessage || fds_cut) return nlohmann::json{{"invalid", true}};
     auto j = nlohmann::json::parse(buf.begin(), buf.begin() + n, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return nlohmann::json{{"invalid", true}};
+    if (fds != nullptr) *fds = std::move(received);
     return j;
 }
 

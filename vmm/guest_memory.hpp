@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "vmm/mapping.hpp"
@@ -27,6 +28,11 @@ public:
 
     // Anonymous private memory of `size` bytes (a multiple of 4 KiB).
     static GuestMemory anonymous(std::uint64_t size);
+    // A private (copy-on-write) mapping of the first `size` bytes of `fd`
+    // (a snapshot's memory.bin, whose size the caller has checked: a page
+    // past EOF would SIGBUS on touch). Pages come from the page cache, shared
+    // with every other mapping of the file until written.
+    static GuestMemory map_file(int fd, std::uint64_t size);
 
     [[nodiscard]] std::uint64_t size() const noexcept { return mapping_.size(); }
     [[nodiscard]] const std::vector<MemoryRegion>& regions() const noexcept { return regions_; }
@@ -39,6 +45,12 @@ public:
     [[nodiscard]] std::optional<std::span<std::uint8_t>> slice(std::uint64_t gpa,
                                                                std::uint64_t len) const noexcept;
 
+    // Writes all of guest RAM to `fd` (a new, empty regular file), byte i of
+    // the file = byte i of the mapping, and fsyncs it. All-zero pages become
+    // holes: the file is sparse, never read for them, and the page cache
+    // shares one zero page among all clones. Throws SysError naming `path`.
+    void write_image(int fd, const std::string& path) const;
+
     // Copy in/out; false when the range is not entirely RAM.
     [[nodiscard]] bool write(std::uint64_t gpa, std::span<const std::uint8_t> data) const noexcept;
     [[nodiscard]] bool read(std::uint64_t gpa, std::span<std::uint8_t> out) const noexcept;
@@ -49,6 +61,7 @@ public:
     }
 
 private:
+    static GuestMemory from_mapping(Mapping mapping);
     GuestMemory(Mapping mapping, std::vector<MemoryRegion> regions)
         : mapping_(std::move(mapping)), regions_(std::move(regions)) {}
     Mapping mapping_;

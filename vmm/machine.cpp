@@ -10,6 +10,7 @@
 
 #include "vmm/layout.hpp"
 #include "vmm/sys_error.hpp"
+#include "vmm/vm_state.hpp"
 
 namespace forkvm::vmm {
 namespace {
@@ -64,10 +65,7 @@ void set_initial_fpu(const Vcpu& vcpu) {
 Machine::Machine(VmConfig config, Kvm kvm, Vm vm, GuestMemory memory)
     : config_(std::move(config)), kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)) {}
 
-std::unique_ptr<Machine> Machine::boot(const VmConfig& config) {
-    if (auto problems = validate(config); !problems.empty()) {
-        throw std::invalid_argument("invalid VM config: " + problems.front().to_string());
-    }
+std::unique_ptr<Machine> Machine::create(const VmConfig& config, GuestMemory memory) {
     Kvm kvm = Kvm::open();
     Vm vm = kvm.create_vm();
     vm.set_tss_addr(layout::kTssAddr);
@@ -75,7 +73,6 @@ std::unique_ptr<Machine> Machine::boot(const VmConfig& config) {
     vm.create_irqchip();
     vm.create_pit2();
 
-    GuestMemory memory = GuestMemory::anonymous(config.memory_mb << 20);
     std::uint32_t slot = 0;
     for (const auto& r : memory.regions()) {
         vm.set_user_memory_region(slot++, r.guest_phys, r.size, memory.host_base() + r.host_offset);
@@ -108,20 +105,32 @@ std::unique_ptr<Machine> Machine::boot(const VmConfig& config) {
     m->pio_.insert(I8042::kDataPort, 5, m->i8042_, "i8042");
     m->rtc_ = std::make_shared<CmosRtc>();
     m->pio_.insert(CmosRtc::kIndexPort, 2, m->rtc_, "cmos-rtc");
+    VcpuRunner::install_kick_handler();
+    return m;
+}
 
+void Machine::add_vcpu(Vcpu vcpu, bool start_paused) {
+    Machine* self = this;
+    vcpus_.push_back(std::make_unique<VcpuRunner>(
+        std::move(vcpu), pio_, mmio_,
+        [self](const std::string& reason, bool clean) { self->on_vcpu_stop(reason, clean); }, start_paused));
+}
+
+std::unique_ptr<Machine> Machine::boot(const VmConfig& config) {
+    if (auto problems = validate(config); !problems.empty()) {
+        throw std::invalid_argument("invalid VM config: " + problems.front().to_string());
+    }
+    auto m = create(config, GuestMemory::anonymous(config.memory_mb << 20));
     m->boot_info_ =
         load_linux(m->memory_, config.kernel_path, config.initrd_path, kernel_command_line(config));
-
-    VcpuRunner::install_kick_handler();
     for (unsigned id = 0; id < config.vcpu_count; ++id) {
         Vcpu vcpu = m->vm_.create_vcpu(id);
         vcpu.set_cpuid(guest_cpuid(m->kvm_, id));
         set_lapic_lints(vcpu);
         set_initial_fpu(vcpu);
         if (id == 0) setup_boot_vcpu(vcpu, m->boot_info_);
-        m->vcpus_.push_back(std::make_unique<VcpuRunner>(
-            std::move(vcpu), m->pio_, m->mmio_,
-            [self](const std::string& reason, bool clean) { self->on_vcpu_stop(reason, clean); }));
+        if (id == 0) m->msr_indices_ = snapshot_msr_indices(m->kvm_, vcpu);
+        m->add_vcpu(std::move(vcpu), false);
     }
     return m;
 }
@@ -138,12 +147,20 @@ void Machine::pause() {
     paused_ = true;
 }
 
+void Machine::park() {
+    if (!paused()) throw std::logic_error("Machine::park needs a paused VM");
+    for (auto& v : vcpus_) v->park();
+}
+
 void Machine::resume() {
     {
         std::lock_guard lock(mu_);
         paused_ = false;
     }
-    for (auto& v : vcpus_) v->resume();
+    for (auto& v : vcpus_) {
+        v->start();  // a restored, forked or parked vCPU has no thread yet
+        v->resume();
+    }
 }
 
 bool Machine::paused() const {

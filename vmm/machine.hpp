@@ -22,6 +22,10 @@
 #include "vmm/vcpu_runner.hpp"
 #include "vmm/vm_config.hpp"
 
+namespace forkvm::snapshot {
+class StateFile;
+}
+
 namespace forkvm::vmm {
 
 struct StopInfo {
@@ -39,13 +43,36 @@ public:
     // Builds the VM and loads the kernel; the vCPUs do not run yet.
     // Throws SysError / BootError / std::invalid_argument (bad config).
     static std::unique_ptr<Machine> boot(const VmConfig& config);
+
+    // Builds a VM from saved state over `memory` (a snapshot's memory.bin
+    // mapped privately, or the memory a fork() inherited), in the documented
+    // order (vmm/vm_state.hpp). The vCPUs start paused, with no thread (a
+    // zygote stays single-threaded): resume() makes the threads and runs them. Throws snapshot::SnapshotError
+    // (corrupt, missing_section, incompatible: what differs from this host), SysError.
+    static std::unique_ptr<Machine> restore(GuestMemory memory, const snapshot::StateFile& state);
+
+    // Everything but guest RAM: the VM config, this host's CPUID and KVM
+    // capabilities, the VM's and every vCPU's KVM state, every device.
+    // Only while paused() (throws std::logic_error otherwise).
+    void save_state(snapshot::StateFile& state) const;
+
+    // From paused(): ends every vCPU thread, keeping the vCPUs paused, so the
+    // process is single-threaded and may fork(). resume() brings them back.
+    void park();
+
+    // In the child of a fork(): this Machine's KVM fds belong to the parent
+    // (KVM binds a VM to the mm that created it; the child's copies answer
+    // EIO) and its eventfd is shared with the parent. Closes them without a
+    // single ioctl or eventfd write and returns only the guest memory, which
+    // the fork shares copy-on-write with the parent.
+    static GuestMemory release_in_fork_child(std::unique_ptr<Machine> machine);
     ~Machine();
     Machine(const Machine&) = delete;
     Machine& operator=(const Machine&) = delete;
 
     void start();
-    void pause();  // all vCPUs paused at a clean point
-    void resume();
+    void pause();   // all vCPUs paused at a clean point
+    void resume();  // also starts the threads of restored or parked vCPUs
     // Stops every vCPU (idempotent) and joins their threads.
     void stop(const std::string& reason);
 
@@ -59,6 +86,7 @@ public:
     [[nodiscard]] Serial& console() const noexcept { return *console_; }
     [[nodiscard]] Serial& agent() const noexcept { return *agent_; }
     [[nodiscard]] const GuestMemory& memory() const noexcept { return memory_; }
+    [[nodiscard]] const VmConfig& config() const noexcept { return config_; }
     [[nodiscard]] const BootInfo& boot_info() const noexcept { return boot_info_; }
     [[nodiscard]] std::uint64_t unhandled_io() const noexcept {
         return pio_.unhandled_accesses() + mmio_.unhandled_accesses();
@@ -66,6 +94,10 @@ public:
 
 private:
     Machine(VmConfig config, Kvm kvm, Vm vm, GuestMemory memory);
+    // The VM, its memory slots, the eventfd and the devices: what a booted
+    // and a restored machine share. No vCPU yet.
+    static std::unique_ptr<Machine> create(const VmConfig& config, GuestMemory memory);
+    void add_vcpu(Vcpu vcpu, bool start_paused);
     void notify() const;
     void on_vcpu_stop(const std::string& reason, bool clean);
 
@@ -81,6 +113,7 @@ private:
     std::shared_ptr<I8042> i8042_;
     std::shared_ptr<CmosRtc> rtc_;
     std::vector<std::unique_ptr<VcpuRunner>> vcpus_;
+    std::vector<std::uint32_t> msr_indices_;  // what save_state saves per vCPU
     BootInfo boot_info_{};
 
     mutable std::mutex mu_;

@@ -40,8 +40,13 @@ void VcpuRunner::install_kick_handler() {
     ::sigaction(kKickSignal, &sa, nullptr);
 }
 
-VcpuRunner::VcpuRunner(Vcpu vcpu, const Bus& pio, const Bus& mmio, StopCallback on_stop)
-    : vcpu_(std::move(vcpu)), pio_(pio), mmio_(mmio), on_stop_(std::move(on_stop)) {}
+VcpuRunner::VcpuRunner(Vcpu vcpu, const Bus& pio, const Bus& mmio, StopCallback on_stop, bool start_paused)
+    : vcpu_(std::move(vcpu)), pio_(pio), mmio_(mmio), on_stop_(std::move(on_stop)) {
+    if (start_paused) {
+        state_ = VcpuState::Paused;
+        request_ = Request::Pause;
+    }
+}
 
 VcpuRunner::~VcpuRunner() {
     if (thread_.joinable()) stop_and_join();
@@ -49,9 +54,9 @@ VcpuRunner::~VcpuRunner() {
 
 void VcpuRunner::start() {
     std::lock_guard lock(mu_);
-    if (thread_started_) return;
+    if (thread_started_ || state_ == VcpuState::Stopped) return;
     thread_started_ = true;
-    state_ = VcpuState::Running;
+    if (state_ == VcpuState::Created) state_ = VcpuState::Running;
     thread_ = std::thread([this] { thread_main(); });
     handle_ = thread_.native_handle();
 }
@@ -73,6 +78,19 @@ void VcpuRunner::resume() {
     std::lock_guard lock(mu_);
     if (request_ == Request::Pause) request_ = Request::None;
     cv_.notify_all();
+}
+
+void VcpuRunner::park() {
+    {
+        std::lock_guard lock(mu_);
+        if (state_ != VcpuState::Paused || !thread_started_) return;
+        request_ = Request::Park;
+        cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(mu_);
+    thread_started_ = false;
+    if (request_ == Request::Park) request_ = Request::Pause;
 }
 
 void VcpuRunner::request_stop() {
@@ -103,7 +121,29 @@ void VcpuRunner::finish(const std::string& reason, bool clean) {
     if (on_stop_) on_stop_(reason, clean);
 }
 
+VcpuRunner::Request VcpuRunner::wait_while_paused(std::unique_lock<std::mutex>& lock) {
+    state_ = VcpuState::Paused;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return request_ != Request::Pause; });
+    return request_;
+}
+
 void VcpuRunner::thread_main() {
+    {
+        // A thread started on a paused vCPU (restored, forked or unparked)
+        // waits for resume() before its first KVM_RUN.
+        std::unique_lock lock(mu_);
+        if (state_ == VcpuState::Paused) {
+            Request r = wait_while_paused(lock);
+            if (r == Request::Park) return;  // still Paused; park() joins us
+            if (r == Request::Stop) {
+                lock.unlock();
+                finish("stopped by the host", true);
+                return;
+            }
+            state_ = VcpuState::Running;
+        }
+    }
     for (;;) {
         {
             std::lock_guard lock(mu_);
@@ -119,10 +159,9 @@ void VcpuRunner::thread_main() {
             // KVM_RUN was re-entered with immediate_exit set: every exit is
             // complete and the vCPU's registers are consistent.
             set_immediate_exit(vcpu_.run_state(), false);
-            state_ = VcpuState::Paused;
-            cv_.notify_all();
-            cv_.wait(lock, [this] { return request_ != Request::Pause; });
-            if (request_ == Request::Stop) break;
+            Request r = wait_while_paused(lock);
+            if (r == Request::Park) return;  // still Paused; park() joins us
+            if (r == Request::Stop) break;
             state_ = VcpuState::Running;
         }
         if (request_ == Request::Stop) break;

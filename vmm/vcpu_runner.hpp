@@ -2,8 +2,15 @@
 // The run loop of one vCPU on its own thread, as an explicit state machine:
 //
 //   Running --pause()--> Paused --resume()--> Running
+//      |                   |  ^
+//      |              park()  | start()
+//      |                   v  |
+//      |              Paused, no thread (a VM process may fork now)
 //      |                   |
 //      +---request_stop()--+--> Stopped (thread exits)
+//
+// A runner made with start_paused (a restored or forked vCPU) begins Paused
+// with no thread: start() makes the thread, which waits for resume().
 //
 // Pausing and stopping set kvm_run.immediate_exit and kick the thread with a
 // signal, so KVM_RUN returns EINTR. A pause is taken only on that EINTR,
@@ -36,7 +43,7 @@ public:
     // true for a guest-requested shutdown/reboot.
     using StopCallback = std::function<void(const std::string& reason, bool clean)>;
 
-    VcpuRunner(Vcpu vcpu, const Bus& pio, const Bus& mmio, StopCallback on_stop);
+    VcpuRunner(Vcpu vcpu, const Bus& pio, const Bus& mmio, StopCallback on_stop, bool start_paused = false);
     ~VcpuRunner();
     VcpuRunner(const VcpuRunner&) = delete;
     VcpuRunner& operator=(const VcpuRunner&) = delete;
@@ -45,6 +52,10 @@ public:
     // Blocks until the vCPU is paused at a clean point (or has stopped).
     void pause();
     void resume();
+    // From Paused: ends the thread (joined on return) and stays Paused, so
+    // the process can fork() with no vCPU thread alive. start() makes a new
+    // thread, still paused until resume().
+    void park();
     // Asks the thread to stop; safe from any thread, including this vCPU's own.
     void request_stop();
     // request_stop() + wait for the thread to exit. Not from this vCPU's thread.
@@ -58,10 +69,12 @@ public:
     static void install_kick_handler();
 
 private:
-    enum class Request { None, Pause, Stop };
+    enum class Request { None, Pause, Park, Stop };
     enum class Round { Handled, Interrupted, Stopped };
 
     void thread_main();
+    // Waits in Paused until a request other than Pause; returns it.
+    Request wait_while_paused(std::unique_lock<std::mutex>& lock);
     Round run_once();
     void kick();  // with mu_ held
     void finish(const std::string& reason, bool clean);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <fmt/format.h>
 #include <vector>
@@ -59,6 +60,64 @@ std::unique_ptr<VmProcess> VmProcess::spawn(const VmConfig& config, const SpawnO
     if (auto problems = validate(config); !problems.empty()) {
         throw VmProcessError("invalid VM config: " + problems.front().to_string());
     }
+    auto vm = spawn_process(options);
+    vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
+    return vm;
+}
+
+namespace {
+
+nlohmann::json clone_request(std::string_view op, const CloneOptions& clone) {
+    nlohmann::json msg{{"op", op}, {"paused", clone.paused}};
+    if (!clone.hostname.empty()) msg["hostname"] = clone.hostname;
+    return msg;
+}
+
+}  // namespace
+
+std::unique_ptr<VmProcess> VmProcess::restore(const std::string& dir, const CloneOptions& clone,
+                                              const SpawnOptions& options) {
+    auto vm = spawn_process(options);
+    nlohmann::json msg = clone_request("restore", clone);
+    msg["dir"] = dir;
+    vm->request(msg, options.boot_timeout);
+    return vm;
+}
+
+void VmProcess::snapshot(const std::string& dir, Clock::duration timeout) {
+    request({{"op", "snapshot"}, {"dir", dir}}, timeout);
+}
+
+std::unique_ptr<VmProcess> VmProcess::fork(const CloneOptions& clone, Clock::duration timeout) {
+    auto [control_host, control_child] = make_socketpair(SOCK_SEQPACKET);
+    auto [agent_host, agent_child] = make_socketpair(SOCK_STREAM);
+    const std::array<int, 2> fds{control_child.get(), agent_child.get()};
+    auto reply = request(clone_request("fork", clone), timeout, fds);
+    control_child.reset();
+    agent_child.reset();
+    if (!reply.contains("pid") || !reply["pid"].is_number_integer()) {
+        throw VmProcessError("fork: the VM process answered without a pid");
+    }
+    std::unique_ptr<VmProcess> child(
+        new VmProcess(reply["pid"].get<pid_t>(), std::move(control_host), std::move(agent_host)));
+    child->wait_forked(timeout);  // on failure, child's destructor kills and reaps it
+    return child;
+}
+
+void VmProcess::wait_forked(Clock::duration timeout) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [this] { return forked_event_.has_value() || channel_closed_; });
+    if (!forked_event_) {
+        throw VmProcessError(
+            fmt::format("forked VM process {} {}", pid_,
+                        channel_closed_ ? "exited before it was ready" : "did not report in time"));
+    }
+    if (!forked_event_->value("ok", false)) {
+        throw VmProcessError("fork failed in the child: " + forked_event_->value("error", "unknown error"));
+    }
+}
+
+std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options) {
     if (options.forkvm_binary.empty() || ::access(options.forkvm_binary.c_str(), X_OK) != 0) {
         throw VmProcessError("forkvm binary '" + options.forkvm_binary + "' is not executable");
     }
@@ -100,10 +159,7 @@ std::unique_ptr<VmProcess> VmProcess::spawn(const VmConfig& config, const SpawnO
     if (rc != 0) throw SysError("posix_spawn " + options.forkvm_binary, rc);
     control_child.reset();
     agent_child.reset();
-
-    std::unique_ptr<VmProcess> vm(new VmProcess(pid, std::move(control_host), std::move(agent_host)));
-    vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
-    return vm;
+    return std::unique_ptr<VmProcess>(new VmProcess(pid, std::move(control_host), std::move(agent_host)));
 }
 
 VmProcess::VmProcess(pid_t pid, UniqueFd control, UniqueFd agent)
@@ -131,8 +187,12 @@ void VmProcess::reader_main() {
             cv_.notify_all();
             return;
         }
-        if (msg->value("event", "") == "stopped") {
+        const std::string event = msg->value("event", "");
+        if (event == "stopped") {
             stopped_reason_ = msg->value("reason", "stopped");
+            cv_.notify_all();
+        } else if (event == "forked") {
+            forked_event_ = std::move(*msg);
             cv_.notify_all();
         } else if (msg->contains("id") && (*msg)["id"].is_number_unsigned()) {
             auto it = pending_.find((*msg)["id"].get<std::uint64_t>());
@@ -142,14 +202,14 @@ void VmProcess::reader_main() {
     }
 }
 
-nlohmann::json VmProcess::request(nlohmann::json msg, Clock::duration timeout) {
+nlohmann::json VmProcess::request(nlohmann::json msg, Clock::duration timeout, std::span<const int> fds) {
     const std::string op = msg.value("op", "?");
     std::unique_lock lock(mu_);
     if (channel_closed_) throw VmProcessError(fmt::format("VM process {} is gone ({})", pid_, op));
     const std::uint64_t id = next_id_++;
     msg["id"] = id;
     pending_[id] = std::nullopt;
-    if (!control::send_message(control_fd_.get(), msg)) {
+    if (!control::send_message(control_fd_.get(), msg, fds)) {
         pending_.erase(id);
         throw SysError("send to VM process", errno);
     }
@@ -163,7 +223,8 @@ nlohmann::json VmProcess::request(nlohmann::json msg, Clock::duration timeout) {
                                          stopped_reason_ ? ": " + *stopped_reason_ : ""));
     }
     if (!reply->value("ok", false)) {
-        throw VmProcessError(fmt::format("{} failed: {}", op, reply->value("error", "unknown error")));
+        throw VmProcessError(fmt::format("{} failed: {}", op, reply->value("error", "unknown error")),
+                             reply->value("snapshot_error", ""));
     }
     return *reply;
 }

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -28,13 +29,26 @@ namespace forkvm::vmm {
 
 class VmProcessError : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    explicit VmProcessError(const std::string& message, std::string snapshot_error = "")
+        : std::runtime_error(message), snapshot_error_(std::move(snapshot_error)) {}
+    // For a refused snapshot: the snapshot::SnapshotErrorKind's name
+    // ("truncated", "corrupt", "incompatible", ...); else empty.
+    [[nodiscard]] const std::string& snapshot_error() const noexcept { return snapshot_error_; }
+
+private:
+    std::string snapshot_error_;
 };
 
 struct SpawnOptions {
     std::string forkvm_binary;  // the `forkvm` executable to run as `forkvm vmm`
     int console_fd = -1;        // if >= 0, the VM process copies the console here
     std::chrono::milliseconds boot_timeout{60000};
+};
+
+// How a restored or forked VM starts.
+struct CloneOptions {
+    std::string hostname;  // the clone's identity in the guest; "" = "vm-<pid>"
+    bool paused = false;   // keep it paused (a warm pool's spare) until resume()
 };
 
 struct VmStatus {
@@ -48,7 +62,13 @@ class VmProcess {
 public:
     using Clock = std::chrono::steady_clock;
 
+    // Boots `config` in a new VM process.
     static std::unique_ptr<VmProcess> spawn(const VmConfig& config, const SpawnOptions& options);
+    // Restores the snapshot directory `dir` in a new VM process, with clone
+    // hygiene (fresh entropy, the host's clock, `clone.hostname`) posted
+    // before the guest runs. Errors name the snapshot problem.
+    static std::unique_ptr<VmProcess> restore(const std::string& dir, const CloneOptions& clone,
+                                              const SpawnOptions& options);
     ~VmProcess();
     VmProcess(const VmProcess&) = delete;
     VmProcess& operator=(const VmProcess&) = delete;
@@ -56,6 +76,17 @@ public:
     [[nodiscard]] pid_t pid() const noexcept { return pid_; }
     // The host end of the agent channel (a stream socket); once.
     UniqueFd take_agent_fd() { return std::move(agent_fd_); }
+
+    // Writes a snapshot of this VM to `dir` (pauses it meanwhile; resumes it
+    // if it was running). The agent channel must be idle.
+    void snapshot(const std::string& dir, Clock::duration timeout = std::chrono::minutes(5));
+    // A zero-copy clone: the VM pauses briefly, a new VM process shares its
+    // memory copy-on-write and continues from the same state with its own
+    // hygiene. The clone is our child (its death signal follows us). The
+    // agent channel must be idle. The clone's agent sends no Ready frame: its
+    // agent is the same one, mid-session; ping it.
+    std::unique_ptr<VmProcess> fork(const CloneOptions& clone,
+                                    Clock::duration timeout = std::chrono::seconds(60));
 
     void pause(Clock::duration timeout = std::chrono::seconds(10));
     void resume(Clock::duration timeout = std::chrono::seconds(10));
@@ -73,7 +104,11 @@ public:
 
 private:
     VmProcess(pid_t pid, UniqueFd control, UniqueFd agent);
-    nlohmann::json request(nlohmann::json msg, Clock::duration timeout);
+    // A `forkvm vmm` process waiting for its first request (boot or restore).
+    static std::unique_ptr<VmProcess> spawn_process(const SpawnOptions& options);
+    nlohmann::json request(nlohmann::json msg, Clock::duration timeout, std::span<const int> fds = {});
+    // A fork's child announces itself on its own control socket.
+    void wait_forked(Clock::duration timeout);
     void reader_main();
     void reap(bool block);
 
@@ -87,6 +122,7 @@ private:
     std::uint64_t next_id_ = 1;
     std::map<std::uint64_t, std::optional<nlohmann::json>> pending_;
     std::optional<std::string> stopped_reason_;
+    std::optional<nlohmann::json> forked_event_;
     bool channel_closed_ = false;
     bool reaped_ = false;
 };

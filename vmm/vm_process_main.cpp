@@ -6,15 +6,23 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <spdlog/spdlog.h>
+#include <string>
 #include <vector>
 
+#include "snapshot/snapshot_error.hpp"
 #include "vmm/console_log.hpp"
 #include "vmm/control_protocol.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/mailbox.hpp"
+#include "vmm/sibling_fork.hpp"
+#include "vmm/snapshot_io.hpp"
+#include "vmm/sys_error.hpp"
 
 namespace forkvm::vmm {
 namespace {
@@ -32,14 +40,26 @@ public:
     int run();
 
 private:
-    bool boot();
+    bool start_machine();
+    void setup_epoll();
+    [[nodiscard]] bool agent_channel_idle() const;
+    // Posts entropy, clock and identity (all of clone hygiene) in the
+    // mailbox; the VM must be paused.
+    void post_identity(const std::string& hostname);
+    void resume_machine();  // posts the clock, then resumes
+    void take_snapshot(const nlohmann::json& msg);
+    void fork_vm(const nlohmann::json& msg, std::vector<UniqueFd>& fds);
+    void become_fork_child(std::vector<UniqueFd>& fds, const snapshot::StateFile& state,
+                           const std::string& hostname, bool paused);
     void pump_console();
     void pump_agent_in();
     void pump_agent_out();
     void update_agent_interest();
     void report_stop_if_needed();
+    [[nodiscard]] int watchdog_wait_ms() const;
+    void run_irq_watchdog();
     // Returns false when the loop should end.
-    bool handle_control(const nlohmann::json& msg);
+    bool handle_control(const nlohmann::json& msg, std::vector<UniqueFd>& fds);
     void reply(const nlohmann::json& msg, nlohmann::json body);
 
     VmProcessArgs args_;
@@ -50,30 +70,203 @@ private:
     bool stop_reported_ = false;
     int epoll_ = -1;
     std::uint32_t agent_events_ = 0;
+    std::chrono::steady_clock::time_point next_watchdog_{};
+    // Set in a fork's child: the epoll events in hand belong to the parent.
+    bool events_stale_ = false;
 };
+
+std::string default_hostname() { return "vm-" + std::to_string(::getpid()); }
+
+// A hostname from a request, or the default; "" when invalid.
+std::string requested_hostname(const nlohmann::json& msg) {
+    if (!msg.contains("hostname")) return default_hostname();
+    if (!msg["hostname"].is_string()) return "";
+    std::string name = msg["hostname"].get<std::string>();
+    return proto::valid_mailbox_hostname(name) ? name : "";
+}
+
+bool requested_paused(const nlohmann::json& msg) {
+    return msg.contains("paused") && msg["paused"].is_boolean() && msg["paused"].get<bool>();
+}
+
+constexpr auto kIrqWatchdogPeriod = std::chrono::milliseconds(100);
+
+// How long the loop may sleep: until the next lost-interrupt check while the
+// guest runs, a second otherwise (a paused or stopped VM raises no IRQs).
+int ProcessLoop::watchdog_wait_ms() const {
+    if (machine_->paused() || machine_->stop_info()) return 1000;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next_watchdog_ -
+                                                                      std::chrono::steady_clock::now());
+    return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, kIrqWatchdogPeriod.count()));
+}
+
+// See Serial::retrigger_stalled_irq. Measured in the emulated KVM host
+// (nested SVM under QEMU TCG): without it, a bulk guest→host transfer stalled
+// in about one run out of three with the agent UART's IRQ line high, THRE
+// pending and the guest never reading IIR again.
+void ProcessLoop::run_irq_watchdog() {
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_watchdog_ || machine_->paused() || machine_->stop_info()) return;
+    next_watchdog_ = now + kIrqWatchdogPeriod;
+    machine_->console().retrigger_stalled_irq();
+    machine_->agent().retrigger_stalled_irq();
+}
 
 void ProcessLoop::reply(const nlohmann::json& msg, nlohmann::json body) {
     if (msg.contains("id")) body["id"] = msg["id"];
     control::send_message(args_.control_fd, body);
 }
 
-bool ProcessLoop::boot() {
+// The first message makes the machine: "boot" a kernel or "restore" a
+// snapshot directory.
+bool ProcessLoop::start_machine() {
     auto msg = control::recv_message(args_.control_fd);
     if (!msg) return false;
-    if (msg->value("op", "") != "boot" || !msg->contains("config")) {
-        reply(*msg, {{"ok", false}, {"error", "expected a boot request"}});
-        return false;
-    }
+    const std::string op = msg->value("op", "");
     try {
-        VmConfig config = control::config_from_json((*msg)["config"]);
-        machine_ = Machine::boot(config);
-        machine_->start();
+        if (op == "boot" && msg->contains("config")) {
+            machine_ = Machine::boot(control::config_from_json((*msg)["config"]));
+            machine_->start();
+        } else if (op == "restore" && msg->contains("dir") && (*msg)["dir"].is_string()) {
+            const std::string hostname = requested_hostname(*msg);
+            if (hostname.empty()) throw std::invalid_argument("hostname: not a valid hostname");
+            LoadedSnapshot loaded = load_snapshot((*msg)["dir"].get<std::string>());
+            machine_ = Machine::restore(std::move(loaded.memory), loaded.state);
+            post_identity(hostname);
+            if (!requested_paused(*msg)) machine_->resume();
+        } else {
+            reply(*msg, {{"ok", false}, {"error", "expected a boot or restore request"}});
+            return false;
+        }
+    } catch (const snapshot::SnapshotError& e) {
+        reply(*msg, {{"ok", false}, {"error", e.what()}, {"snapshot_error", snapshot::kind_name(e.kind())}});
+        return false;
     } catch (const std::exception& e) {
         reply(*msg, {{"ok", false}, {"error", e.what()}});
         return false;
     }
     reply(*msg, {{"ok", true}, {"pid", ::getpid()}});
     return true;
+}
+
+void ProcessLoop::post_identity(const std::string& hostname) {
+    proto::MailboxUpdate update;
+    update.flags = proto::kMailboxEntropy | proto::kMailboxClock | proto::kMailboxHostname;
+    update.hostname = hostname;
+    post_mailbox(machine_->memory(), update);
+}
+
+void ProcessLoop::resume_machine() {
+    if (!machine_->paused() || machine_->stop_info()) return;
+    proto::MailboxUpdate update;
+    update.flags = proto::kMailboxClock;
+    post_mailbox(machine_->memory(), update);
+    machine_->resume();
+}
+
+bool ProcessLoop::agent_channel_idle() const {
+    return agent_out_.empty() && machine_->agent().input_pending() == 0 &&
+           machine_->agent().output_pending() == 0;
+}
+
+void ProcessLoop::take_snapshot(const nlohmann::json& msg) {
+    if (!msg.contains("dir") || !msg["dir"].is_string()) {
+        reply(msg, {{"ok", false}, {"error", "dir: must be a string"}});
+        return;
+    }
+    if (!agent_channel_idle()) {
+        reply(msg, {{"ok", false}, {"error", "agent channel busy: a snapshot needs it idle"}});
+        return;
+    }
+    const bool was_running = !machine_->paused();
+    machine_->pause();
+    nlohmann::json body;
+    try {
+        auto manifest = write_snapshot(*machine_, msg["dir"].get<std::string>(), FORKVM_VERSION);
+        body = {{"ok", true}, {"memory_size", manifest.memory_size}, {"state_size", manifest.state_size}};
+    } catch (const std::exception& e) {
+        body = {{"ok", false}, {"error", e.what()}};
+    }
+    if (was_running) resume_machine();
+    reply(msg, body);
+}
+
+// Fork: the VM pauses, its vCPU threads end (the process is then
+// single-threaded), its state is captured, and the process clones itself
+// (vmm/sibling_fork.hpp). The child builds a new KVM VM over the memory it
+// shares copy-on-write with us, loads the captured state (the same path as a
+// restore from disk), posts clone hygiene and answers on its own sockets,
+// which the controller passed along with the request.
+void ProcessLoop::fork_vm(const nlohmann::json& msg, std::vector<UniqueFd>& fds) {
+    const std::string hostname = requested_hostname(msg);
+    if (fds.size() != 2) {
+        reply(msg, {{"ok", false}, {"error", "fork needs two fds: the child's control and agent sockets"}});
+        return;
+    }
+    if (hostname.empty()) {
+        reply(msg, {{"ok", false}, {"error", "hostname: not a valid hostname"}});
+        return;
+    }
+    if (machine_->stop_info()) {
+        reply(msg, {{"ok", false}, {"error", "the VM has stopped"}});
+        return;
+    }
+    if (!agent_channel_idle()) {
+        reply(msg, {{"ok", false}, {"error", "agent channel busy: a fork needs it idle"}});
+        return;
+    }
+    const bool was_running = !machine_->paused();
+    machine_->pause();
+    nlohmann::json body;
+    try {
+        machine_->park();
+        snapshot::StateFile state;
+        machine_->save_state(state);
+        pid_t pid = fork_as_sibling();
+        if (pid == 0) {
+            become_fork_child(fds, state, hostname, requested_paused(msg));
+            return;
+        }
+        if (pid < 0) throw SysError("clone", errno);
+        body = {{"ok", true}, {"pid", pid}};
+    } catch (const std::exception& e) {
+        body = {{"ok", false}, {"error", e.what()}};
+    }
+    fds.clear();  // the child holds its ends now
+    if (was_running) resume_machine();
+    reply(msg, body);
+}
+
+void ProcessLoop::become_fork_child(std::vector<UniqueFd>& fds, const snapshot::StateFile& state,
+                                    const std::string& hostname, bool paused) {
+    // Die with the controller, like every VM process: the death signal is
+    // cleared by fork, and the controller may already be gone.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (args_.parent_pid != 0 && ::getppid() != args_.parent_pid) ::_exit(1);
+    // The parent's sockets, epoll and console are not ours: close our copies
+    // (the parent's stay open) and speak on the sockets made for us.
+    ::close(epoll_);
+    ::close(args_.control_fd);
+    ::close(args_.agent_fd);
+    if (args_.console_fd >= 0) ::close(args_.console_fd);
+    args_.console_fd = -1;
+    args_.control_fd = fds[0].release();
+    args_.agent_fd = fds[1].release();
+    fds.clear();
+    agent_out_.clear();
+    agent_open_ = true;
+    stop_reported_ = false;
+    events_stale_ = true;
+    try {
+        machine_ = Machine::restore(Machine::release_in_fork_child(std::move(machine_)), state);
+        post_identity(hostname);
+        if (!paused) machine_->resume();
+    } catch (const std::exception& e) {
+        control::send_message(args_.control_fd, {{"event", "forked"}, {"ok", false}, {"error", e.what()}});
+        ::_exit(1);
+    }
+    setup_epoll();
+    control::send_message(args_.control_fd, {{"event", "forked"}, {"ok", true}, {"pid", ::getpid()}});
 }
 
 void ProcessLoop::pump_console() {
@@ -156,22 +349,32 @@ void ProcessLoop::report_stop_if_needed() {
                           {{"event", "stopped"}, {"reason", info->reason}, {"clean", info->clean}});
 }
 
-bool ProcessLoop::handle_control(const nlohmann::json& msg) {
+bool ProcessLoop::handle_control(const nlohmann::json& msg, std::vector<UniqueFd>& fds) {
     const std::string op = msg.value("op", "");
     if (op == "pause") {
         machine_->pause();
         reply(msg, {{"ok", true}});
     } else if (op == "resume") {
-        machine_->resume();
-        reply(msg, {{"ok", true}});
+        try {
+            resume_machine();
+            reply(msg, {{"ok", true}});
+        } catch (const std::exception& e) {
+            reply(msg, {{"ok", false}, {"error", e.what()}});
+        }
+    } else if (op == "snapshot") {
+        take_snapshot(msg);
+    } else if (op == "fork") {
+        fork_vm(msg, fds);
     } else if (op == "status") {
         auto info = machine_->stop_info();
         std::string state = info ? "stopped" : machine_->paused() ? "paused" : "running";
-        nlohmann::json body{{"ok", true},
-                            {"state", state},
-                            {"unhandled_io", machine_->unhandled_io()},
-                            {"console_bytes", console_.total_bytes()},
-                            {"agent_dropped_bytes", machine_->agent().dropped_output()}};
+        nlohmann::json body{
+            {"ok", true},
+            {"state", state},
+            {"unhandled_io", machine_->unhandled_io()},
+            {"console_bytes", console_.total_bytes()},
+            {"agent_dropped_bytes", machine_->agent().dropped_output()},
+            {"irq_retriggers", machine_->agent().irq_retriggers() + machine_->console().irq_retriggers()}};
         if (info) {
             body["reason"] = info->reason;
             body["clean"] = info->clean;
@@ -195,6 +398,22 @@ bool ProcessLoop::handle_control(const nlohmann::json& msg) {
     return true;
 }
 
+void ProcessLoop::setup_epoll() {
+    set_nonblocking(args_.agent_fd);
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_ < 0) throw SysError("epoll_create1", errno);
+    auto add = [&](int fd) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) throw SysError("epoll_ctl", errno);
+    };
+    add(args_.control_fd);
+    add(machine_->event_fd());
+    add(args_.agent_fd);
+    agent_events_ = EPOLLIN;
+}
+
 int ProcessLoop::run() {
     // Die with the controller. PR_SET_PDEATHSIG fires when the thread that
     // spawned us exits; the control socket's EOF covers the rest.
@@ -202,36 +421,25 @@ int ProcessLoop::run() {
     if (args_.parent_pid != 0 && ::getppid() != args_.parent_pid) return 1;
     ::signal(SIGPIPE, SIG_IGN);
 
-    if (!boot()) return 1;
-
-    set_nonblocking(args_.agent_fd);
+    if (!start_machine()) return 1;
     if (args_.console_fd >= 0) set_nonblocking(args_.console_fd);
-    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_ < 0) return 1;
-    auto add = [&](int fd, std::uint32_t events) {
-        epoll_event ev{};
-        ev.events = events;
-        ev.data.fd = fd;
-        ::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
-    };
-    add(args_.control_fd, EPOLLIN);
-    add(machine_->event_fd(), EPOLLIN);
-    add(args_.agent_fd, EPOLLIN);
-    agent_events_ = EPOLLIN;
+    setup_epoll();
 
     bool running = true;
     while (running) {
         std::array<epoll_event, 8> events{};
-        int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1000);
+        int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), watchdog_wait_ms());
         if (n < 0 && errno != EINTR) break;
-        for (int i = 0; i < n && running; ++i) {
+        events_stale_ = false;
+        for (int i = 0; i < n && running && !events_stale_; ++i) {
             const int fd = events[static_cast<std::size_t>(i)].data.fd;
             if (fd == args_.control_fd) {
-                auto msg = control::recv_message(args_.control_fd);
+                std::vector<UniqueFd> fds;
+                auto msg = control::recv_message(args_.control_fd, &fds);
                 if (!msg) {
                     running = false;  // the controller is gone
                 } else if (!msg->contains("invalid")) {
-                    running = handle_control(*msg);
+                    running = handle_control(*msg, fds);
                 }
             } else if (fd == machine_->event_fd()) {
                 machine_->clear_event();
@@ -243,6 +451,7 @@ int ProcessLoop::run() {
         pump_agent_in();
         update_agent_interest();
         report_stop_if_needed();
+        run_irq_watchdog();
     }
     machine_->stop("controller gone");
     pump_console();

@@ -36,6 +36,19 @@ std::unique_ptr<TestVm> TestVm::boot(std::uint64_t memory_mb) {
     return vm;
 }
 
+std::unique_ptr<TestVm> TestVm::adopt(std::unique_ptr<vmm::VmProcess> process) {
+    auto vm = std::make_unique<TestVm>();
+    vm->process = std::move(process);
+    vm->agent = std::make_unique<vmm::AgentClient>(vm->process->take_agent_fd());
+    try {
+        (void)vm->agent->ping(kBootTimeout);
+    } catch (...) {
+        MESSAGE("guest console:\n" << vm->process->console_tail());
+        throw;
+    }
+    return vm;
+}
+
 vmm::BufferedExecResult TestVm::run(std::vector<std::string> argv, std::string user,
                                     std::uint32_t timeout_ms) {
     vmm::ExecRequest req;

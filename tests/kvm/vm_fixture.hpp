@@ -19,6 +19,9 @@ struct TestVm {
 
     // Boots a VM from the build's kernel and initramfs and waits for its agent.
     static std::unique_ptr<TestVm> boot(std::uint64_t memory_mb = 256);
+    // Wraps a restored or forked VM process and waits until its agent
+    // answers a ping (a clone's agent sends no Ready frame).
+    static std::unique_ptr<TestVm> adopt(std::unique_ptr<vmm::VmProcess> process);
 
     // Runs argv and returns its buffered result (deadline generous for the
     // emulated host).
