@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -69,7 +70,17 @@ bool send_message(int fd, const nlohmann::json& message, std::span<const int> fd
 }
 
 std::optional<nlohmann::json> recv_message(int fd, std::vector<UniqueFd>* fds) {
-    std::vector<char> buf(kMaxControlMessage + 1);
+    // Size the buffer to the message (MSG_PEEK|MSG_TRUNC gives a datagram's
+    // full length): a VM process receives a few small messages over its
+    // life, and a fixed kMaxControlMessage buffer would leave 256 KiB of
+    // touched heap in every one of them, forks included.
+    char probe = 0;
+    ssize_t want = 0;
+    do {
+        want = ::recv(fd, &probe, 1, MSG_PEEK | MSG_TRUNC);
+    } while (want < 0 && errno == EINTR);
+    if (want <= 0) return std::nullopt;  // EOF (or an empty message: never sent) or an error
+    std::vector<char> buf(std::min(static_cast<std::size_t>(want), kMaxControlMessage) + 1);
     iovec iov{buf.data(), buf.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -94,7 +105,9 @@ std::optional<nlohmann::json> recv_message(int fd, std::vector<UniqueFd>* fds) {
     }
     if (n <= 0) return std::nullopt;
     const bool fds_cut = (msg.msg_flags & MSG_CTRUNC) != 0;
-    if (static_cast<std::size_t>(n) > kMaxControlMessage || fds_cut) return nlohmann::json{{"invalid", true}};
+    const bool too_long =
+        static_cast<std::size_t>(n) > kMaxControlMessage || (msg.msg_flags & MSG_TRUNC) != 0;
+    if (too_long || fds_cut) return nlohmann::json{{"invalid", true}};
     auto j = nlohmann::json::parse(buf.begin(), buf.begin() + n, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return nlohmann::json{{"invalid", true}};
     if (fds != nullptr) *fds = std::move(received);

@@ -302,12 +302,15 @@ void ProcessLoop::pump_agent_in() {
 }
 
 void ProcessLoop::pump_agent_out() {
+    std::array<std::uint8_t, 4096> chunk{};
     for (;;) {
-        if (agent_out_.size() < kAgentOutBuffer) {
-            std::size_t old = agent_out_.size();
-            agent_out_.resize(kAgentOutBuffer);
-            std::size_t n = machine_->agent().pop_output(std::span(agent_out_).subspan(old));
-            agent_out_.resize(old + n);
+        // Grows only as far as the socket lags behind the guest, so an idle
+        // VM process keeps no large buffer.
+        while (agent_out_.size() < kAgentOutBuffer) {
+            std::size_t n = machine_->agent().pop_output(chunk);
+            if (n == 0) break;
+            agent_out_.insert(agent_out_.end(), chunk.begin(),
+                              chunk.begin() + static_cast<std::ptrdiff_t>(n));
         }
         if (agent_out_.empty()) return;
         if (!agent_open_) {

@@ -1,6 +1,16 @@
 #include "vm_fixture.hpp"
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cstdio>
 #include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+
+extern char** environ;
 
 #ifndef FORKVM_TEST_BINARY
 #error "FORKVM_TEST_BINARY must be defined by the build"
@@ -59,6 +69,57 @@ vmm::BufferedExecResult TestVm::run(std::vector<std::string> argv, std::string u
 }
 
 vmm::BufferedExecResult TestVm::sh(const std::string& script) { return run({"sh", "-c", script}, "root"); }
+
+std::vector<pid_t> children_of(pid_t parent) {
+    std::vector<pid_t> out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = e.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream in(e.path() / "stat");
+        std::string stat;
+        std::getline(in, stat);
+        auto close = stat.rfind(')');
+        if (close == std::string::npos) continue;
+        char state = 0;
+        long ppid = 0;
+        if (std::sscanf(stat.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
+            out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return out;
+}
+
+std::vector<pid_t> kill_controller_with_vms(std::vector<std::string> args, std::size_t vm_count) {
+    args.insert(args.begin(), FORKVM_TEST_BINARY);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t controller = 0;
+    REQUIRE(::posix_spawn(&controller, FORKVM_TEST_BINARY, nullptr, nullptr, argv.data(), environ) == 0);
+    std::vector<pid_t> vms;
+    const bool started = poll_until([&] { return (vms = children_of(controller)).size() >= vm_count; },
+                                    std::chrono::seconds(600));
+    ::kill(controller, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(controller, &status, 0) == controller);
+    REQUIRE_MESSAGE(started, "the controller never had " << vm_count << " VM processes");
+    return vms;
+}
+
+bool all_reaped(const std::vector<pid_t>& pids, std::chrono::seconds limit) {
+    std::vector<pid_t> left = pids;
+    poll_until(
+        [&] {
+            std::erase_if(left, [](pid_t p) {
+                int status = 0;
+                pid_t r = ::waitpid(p, &status, WNOHANG);
+                return r == p || (r < 0 && errno == ECHILD);
+            });
+            return left.empty();
+        },
+        limit);
+    for (pid_t p : left) ::kill(p, SIGKILL);
+    return left.empty();
+}
 
 TestVm& shared_vm() {
     static std::unique_ptr<TestVm> vm = TestVm::boot();

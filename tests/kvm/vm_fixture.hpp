@@ -4,9 +4,13 @@
 // on first use; the cases of the file share it, because a boot takes tens of
 // seconds in the emulated KVM host.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "vmm/agent_client.hpp"
 #include "vmm/vm_process.hpp"
@@ -36,6 +40,30 @@ TestVm& shared_vm();
 
 vmm::VmConfig test_vm_config(std::uint64_t memory_mb = 256);
 vmm::SpawnOptions test_spawn_options();
+
+// The pids whose parent is `parent` (from /proc).
+std::vector<pid_t> children_of(pid_t parent);
+
+// Polls `pred` every 50 ms until it holds or `limit` passes; returns it.
+template <typename Pred>
+bool poll_until(Pred pred, std::chrono::seconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return pred();
+}
+
+// Spawns FORKVM_TEST_BINARY with `args` as a controller of VMs, waits until
+// it has at least `vm_count` child processes, SIGKILLs it, and returns the
+// VM processes it had (now orphans reparented to us: the caller must be a
+// child subreaper). Throws (REQUIRE) if they never appear.
+std::vector<pid_t> kill_controller_with_vms(std::vector<std::string> args, std::size_t vm_count);
+
+// True when every pid in `pids` has exited and been reaped within `limit`;
+// kills leftovers so a failing test leaves nothing behind.
+bool all_reaped(const std::vector<pid_t>& pids, std::chrono::seconds limit);
 
 // Generous deadlines: the emulated KVM host is 10-100x slower than hardware.
 constexpr std::chrono::minutes kBootTimeout{5};

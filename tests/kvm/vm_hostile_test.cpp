@@ -4,7 +4,6 @@
 // garbage case breaks this file's VM, so it comes last.)
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,9 +21,8 @@
 
 #include "vm_fixture.hpp"
 
-extern char** environ;
-
 using forkvm::test::kOpTimeout;
+using forkvm::test::poll_until;
 using forkvm::test::shared_vm;
 using forkvm::vmm::AgentClient;
 using forkvm::vmm::AgentError;
@@ -45,34 +43,6 @@ long rss_kib() {
         in.ignore(4096, '\n');
     }
     return -1;
-}
-
-std::vector<pid_t> children_of(pid_t parent) {
-    std::vector<pid_t> out;
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-        const std::string name = e.path().filename();
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream in(e.path() / "stat");
-        std::string stat;
-        std::getline(in, stat);
-        auto close = stat.rfind(')');
-        if (close == std::string::npos) continue;
-        char state = 0;
-        long ppid = 0;
-        if (std::sscanf(stat.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
-            out.push_back(static_cast<pid_t>(std::stol(name)));
-    }
-    return out;
-}
-
-template <typename Pred>
-bool poll_until(Pred pred, std::chrono::seconds limit) {
-    auto deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return pred();
 }
 
 }  // namespace
@@ -139,28 +109,8 @@ TEST_CASE("vm hostile: a guest that never answers gets a timeout by the deadline
 TEST_CASE("vm hostile: killing the controller leaves no VM process") {
     // Orphans are reparented to us, so we can tell when they are gone.
     REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
-    std::vector<std::string> args = {FORKVM_TEST_BINARY, "run", "--", "sleep", "1000"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t runner = 0;
-    REQUIRE(::posix_spawn(&runner, FORKVM_TEST_BINARY, nullptr, nullptr, argv.data(), environ) == 0);
-
-    std::vector<pid_t> vms;
-    REQUIRE(poll_until([&] { return !(vms = children_of(runner)).empty(); }, std::chrono::seconds(60)));
-    const pid_t vm_pid = vms.front();
-    ::kill(runner, SIGKILL);
-    int status = 0;
-    REQUIRE(::waitpid(runner, &status, 0) == runner);
-
-    bool gone = poll_until(
-        [&] {
-            pid_t r = ::waitpid(vm_pid, &status, WNOHANG);
-            return r == vm_pid || (r < 0 && errno == ECHILD);
-        },
-        std::chrono::seconds(60));
-    CHECK(gone);
-    if (!gone) ::kill(vm_pid, SIGKILL);
+    auto vms = forkvm::test::kill_controller_with_vms({"run", "--", "sleep", "1000"}, 1);
+    CHECK(forkvm::test::all_reaped(vms, std::chrono::seconds(60)));
     ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
