@@ -4,6 +4,7 @@
 // entropy, clock and hostname, and bad snapshots are refused with their own
 // errors. FORKVM_TEST_CLONES sets how many clones of one snapshot (default 8).
 
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -262,4 +263,18 @@ TEST_CASE("fork: bad snapshots are refused, each with its own error") {
         snap::write_manifest(dir + "/manifest.json", m);
         expect_refused(dir, "incompatible");
     }
+}
+
+TEST_CASE("fork: killing the owner of forked clones leaves no VM process") {
+    // `forkvm bench fork` owns a zygote and its forks; SIGKILL it once it
+    // has them all. Orphans would be reparented to us (subreaper).
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    auto vms =
+        forkvm::test::kill_controller_with_vms({"bench", "fork", "--snapshot", golden_snapshot(), "--count",
+                                                "3", "--restores", "0", "--hold-ms", "600000"},
+                                               4);
+    MESSAGE("VM processes of the killed owner: " << vms.size());
+    CHECK(vms.size() >= 4);
+    CHECK(forkvm::test::all_reaped(vms, std::chrono::seconds(60)));
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
