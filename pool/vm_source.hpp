@@ -1,0 +1,47 @@
+#pragma once
+// The narrow seam between pool logic and real VMs. WarmPool only ever makes,
+// checks, resumes and destroys VMs through these two interfaces, so its
+// queueing, refill and capacity rules are unit-testable with a fake source.
+// The product implementation (a zygote VmProcess plus its AgentClient) lives
+// elsewhere and must not be replaced by a fake outside tests.
+
+#include <memory>
+#include <string>
+
+namespace forkvm::pool {
+
+// One VM as the pool sees it: forked paused, resumed when leased, destroyed
+// when its sandbox ends. Implementations must make destroy() idempotent.
+class PooledVm {
+public:
+    virtual ~PooledVm() = default;
+    PooledVm() = default;
+    PooledVm(const PooledVm&) = delete;
+    PooledVm& operator=(const PooledVm&) = delete;
+
+    // The id given to VmSource::fork_paused (also the guest's hostname).
+    virtual std::string id() const = 0;
+    // Let the paused clone run (and refresh its clock/entropy). May throw.
+    virtual void resume() = 0;
+    // A cheap liveness check (process alive, agent answers). May block
+    // briefly; an exception counts as unhealthy.
+    virtual bool healthy() = 0;
+    // Kill the VM and free its resources. Must never throw; idempotent.
+    virtual void destroy() noexcept = 0;
+};
+
+// Makes paused VMs. Called from the pool's refill threads, possibly
+// concurrently (up to PoolSettings::refill_concurrency at once).
+class VmSource {
+public:
+    virtual ~VmSource() = default;
+    VmSource() = default;
+    VmSource(const VmSource&) = delete;
+    VmSource& operator=(const VmSource&) = delete;
+
+    // Fork one paused clone named `id`. Throws (any std::exception) on failure;
+    // never returns null.
+    virtual std::unique_ptr<PooledVm> fork_paused(const std::string& id) = 0;
+};
+
+}  // namespace forkvm::pool
