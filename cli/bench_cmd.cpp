@@ -26,6 +26,7 @@
 #include "cli/subcommand.hpp"
 #include "cli/vm_options.hpp"
 #include "vmm/agent_client.hpp"
+#include "vmm/agent_ready.hpp"
 #include "vmm/vm_process.hpp"
 
 namespace forkvm::cli {
@@ -125,7 +126,7 @@ void fork_phase(const std::string& dir, Results& r) {
             c.vm = zygote->fork(options);
             r.fork_call_ms.push_back(one.elapsed_ms());
             c.agent = std::make_unique<vmm::AgentClient>(c.vm->take_agent_fd());
-            ping_until_answer(*c.agent);
+            vmm::ping_until_answer(*c.agent);
         } catch (const std::exception& e) {
             throw std::runtime_error(options.hostname + ": " + e.what());
         }
@@ -154,7 +155,7 @@ void restore_phase(const std::string& dir, Results& r) {
         try {
             auto vm = vmm::VmProcess::restore(dir, options, spawn_options(false));
             vmm::AgentClient agent(vm->take_agent_fd());
-            ping_until_answer(agent);
+            vmm::ping_until_answer(agent);
             r.restore_to_ready_ms.push_back(one.elapsed_ms());
             agent.close();
             stop_and_count(*vm, r);

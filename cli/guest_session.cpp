@@ -22,21 +22,6 @@ void write_all(int fd, vmm::ByteView data) {
 
 }  // namespace
 
-vmm::PingResult ping_until_answer(vmm::AgentClient& agent, std::chrono::milliseconds within) {
-    using namespace std::chrono;
-    const auto give_up = vmm::AgentClock::now() + within;
-    milliseconds attempt(1000);
-    for (;;) {
-        const auto deadline = std::min(give_up, vmm::AgentClock::now() + attempt);
-        try {
-            return agent.ping(deadline);
-        } catch (const vmm::AgentError& e) {
-            if (e.code() != vmm::AgentErrorCode::timeout || vmm::AgentClock::now() >= give_up) throw;
-        }
-        attempt = std::min(attempt * 2, milliseconds(5000));
-    }
-}
-
 void report_vm_failure(std::string_view command, vmm::VmProcess& vm) {
     const int name_len = static_cast<int>(command.size());
     try {

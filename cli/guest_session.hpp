@@ -12,14 +12,6 @@
 
 namespace forkvm::cli {
 
-// Pings until the agent answers: a restored or forked VM's agent is already
-// running (no Ready frame comes), so an answered ping is what "ready" means.
-// A ping that times out is sent again with a longer deadline (up to 5 s), in
-// case the guest was not yet reading; throws the last AgentError once
-// `within` has passed, or at once if the channel is broken or closed.
-vmm::PingResult ping_until_answer(vmm::AgentClient& agent,
-                                  std::chrono::milliseconds within = std::chrono::minutes(2));
-
 // Prints on stderr the VM's state and the tail of its console, as far as the
 // VM process still answers; for after the agent failed.
 void report_vm_failure(std::string_view command, vmm::VmProcess& vm);

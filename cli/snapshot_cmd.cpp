@@ -19,6 +19,7 @@
 #include "cli/subcommand.hpp"
 #include "cli/vm_options.hpp"
 #include "vmm/agent_client.hpp"
+#include "vmm/agent_ready.hpp"
 #include "vmm/vm_process.hpp"
 
 namespace forkvm::cli {
@@ -169,7 +170,7 @@ int run_in_snapshot(std::span<char*> args) {
         const double t_restored = total.elapsed_ms();
         vmm::AgentClient agent(vm->take_agent_fd());
         try {
-            ping_until_answer(agent);
+            vmm::ping_until_answer(agent);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "forkvm snapshot run: the restored agent does not answer: %s\n", e.what());
             report_vm_failure("forkvm snapshot run", *vm);
