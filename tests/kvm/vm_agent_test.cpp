@@ -80,8 +80,7 @@ TEST_CASE("vm: a timed-out command loses its whole process group and the VM keep
     CHECK(again.stdout_data == "still here\n");
 }
 
-// FORKVM_TEST_TRANSFER_KIB sizes the file (default 256; scripts/test uses
-// 64 for now: docs/development.md, "Known quirks of the emulated host").
+// FORKVM_TEST_TRANSFER_KIB sizes the file (default 256, as in CI).
 std::size_t transfer_bytes() {
     const char* v = std::getenv("FORKVM_TEST_TRANSFER_KIB");
     std::size_t kib = v != nullptr ? std::strtoul(v, nullptr, 10) : 256;
