@@ -8,6 +8,10 @@
 #include <memory>
 #include <string>
 
+namespace forkvm::vmm {
+class AgentClient;
+}
+
 namespace forkvm::pool {
 
 // One VM as the pool sees it: forked paused, resumed when leased, destroyed
@@ -28,6 +32,15 @@ public:
     virtual bool healthy() = 0;
     // Kill the VM and free its resources. Must never throw; idempotent.
     virtual void destroy() noexcept = 0;
+
+    // The agent channel of the running VM (after resume(), or of a fork()).
+    // Valid until destroy().
+    virtual vmm::AgentClient& agent() = 0;
+    // A running clone of this VM's current state, named `id` (its hostname).
+    // The agent channel must be idle. Throws on failure.
+    virtual std::unique_ptr<PooledVm> fork(const std::string& id) = 0;
+    // The last bytes the guest wrote to its console; "" if unknown. Never throws.
+    virtual std::string console_tail() noexcept = 0;
 };
 
 // Makes paused VMs. Called from the pool's refill threads, possibly

@@ -98,6 +98,13 @@ public:
         }
         log_.cv.notify_all();
     }
+    // The pool never talks to the agent or forks a leased VM; these exist only
+    // to satisfy the interface and fail loudly if the pool starts using them.
+    forkvm::vmm::AgentClient& agent() override { throw std::logic_error("FakeVm has no agent"); }
+    std::unique_ptr<PooledVm> fork(const std::string&) override {
+        throw std::logic_error("FakeVm cannot fork");
+    }
+    std::string console_tail() noexcept override { return {}; }
 
 private:
     FakeLog& log_;

@@ -1,0 +1,858 @@
+#include "pool/sandbox_manager.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include "pool/random_id.hpp"
+#include "vmm/agent_client.hpp"
+#include "vmm/agent_error.hpp"
+
+namespace forkvm::pool {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxListLimit = 1000;
+constexpr std::size_t kMaxPathLength = 4096;
+constexpr std::size_t kMaxPageToken = 512;
+constexpr std::uint32_t kMaxDirEntries = 10'000;
+// Host-side slack over an exec's own timeout, so the agent's timed_out
+// answer arrives before the channel deadline fires.
+constexpr std::chrono::seconds kExecGrace{10};
+
+ServiceError unavailable() {
+    return ServiceError(ErrorCode::unavailable, "the sandbox service is shutting down");
+}
+
+// ---- page tokens: base64url("<created ns>:<id>") --------------------------
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string base64url(const std::string& in) {
+    std::string out;
+    std::uint32_t acc = 0;
+    int bits = 0;
+    for (const char ch : in) {
+        acc = (acc << 8U) | static_cast<unsigned char>(ch);
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out.push_back(kB64[(acc >> static_cast<unsigned>(bits)) & 0x3FU]);
+        }
+    }
+    if (bits > 0) out.push_back(kB64[(acc << static_cast<unsigned>(6 - bits)) & 0x3FU]);
+    return out;
+}
+
+std::optional<std::string> unbase64url(const std::string& in) {
+    std::string out;
+    std::uint32_t acc = 0;
+    int bits = 0;
+    for (const char ch : in) {
+        int v = -1;
+        if (ch >= 'A' && ch <= 'Z')
+            v = ch - 'A';
+        else if (ch >= 'a' && ch <= 'z')
+            v = ch - 'a' + 26;
+        else if (ch >= '0' && ch <= '9')
+            v = ch - '0' + 52;
+        else if (ch == '-')
+            v = 62;
+        else if (ch == '_')
+            v = 63;
+        if (v < 0) return std::nullopt;
+        acc = ((acc << 6U) | static_cast<std::uint32_t>(v)) & 0xFFFFFFU;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((acc >> static_cast<unsigned>(bits)) & 0xFFU));
+        }
+    }
+    if (bits >= 6) return std::nullopt;  // a dangling character encodes no byte
+    return out;
+}
+
+struct PageKey {
+    std::int64_t created_ns = 0;
+    std::string id;
+};
+
+std::int64_t nanos(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+std::string encode_token(const SandboxInfo& last) {
+    return base64url(std::to_string(nanos(last.created)) + ":" + last.id);
+}
+
+PageKey decode_token(const std::string& token) {
+    const auto bad = [] {
+        return ServiceError::invalid_argument("page_token", "not a page token from this server");
+    };
+    if (token.size() > kMaxPageToken) throw bad();
+    const std::optional<std::string> raw = unbase64url(token);
+    if (!raw) throw bad();
+    const std::size_t colon = raw->find(':');
+    if (colon == std::string::npos || colon == 0 || colon > 20 || colon + 1 >= raw->size()) throw bad();
+    PageKey key;
+    std::size_t i = 0;
+    const bool negative = (*raw)[0] == '-';
+    if (negative) i = 1;
+    if (i == colon) throw bad();
+    std::int64_t value = 0;
+    for (; i < colon; ++i) {
+        const char c = (*raw)[i];
+        if (c < '0' || c > '9') throw bad();
+        if (value > (INT64_MAX - 9) / 10) throw bad();
+        value = value * 10 + (c - '0');
+    }
+    key.created_ns = negative ? -value : value;
+    key.id = raw->substr(colon + 1);
+    return key;
+}
+
+// ---- argument checks -------------------------------------------------------
+
+void check_path(const std::string& path, const std::string& field) {
+    if (path.empty() || path.front() != '/')
+        throw ServiceError::invalid_argument(field, "must be an absolute guest path");
+    if (path.size() > kMaxPathLength)
+        throw ServiceError::invalid_argument(field,
+                                             "longer than " + std::to_string(kMaxPathLength) + " bytes");
+    if (path.find('\0') != std::string::npos)
+        throw ServiceError::invalid_argument(field, "contains a NUL byte");
+}
+
+void check_env(const EnvMap& env) {
+    for (const auto& [key, value] : env) {
+        if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos)
+            throw ServiceError::invalid_argument("env",
+                                                 "variable names must be non-empty without '=' or NUL");
+        if (value.find('\0') != std::string::npos)
+            throw ServiceError::invalid_argument("env", "value of '" + key + "' contains a NUL byte");
+    }
+}
+
+void check_user(const std::string& user) {
+    if (user.find('\0') != std::string::npos)
+        throw ServiceError::invalid_argument("user", "contains a NUL byte");
+}
+
+bool labels_match(const Labels& have, const Labels& want) {
+    for (const auto& [key, value] : want) {
+        const auto it = have.find(key);
+        if (it == have.end() || it->second != value) return false;
+    }
+    return true;
+}
+
+template <std::size_t N>
+void record(std::array<std::uint64_t, N>& buckets, std::uint64_t& sum_us, SteadyClock::duration latency) {
+    const auto us = static_cast<std::uint64_t>(
+        std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(latency).count()));
+    sum_us += us;
+    std::size_t i = 0;
+    while (i < lease_latency_bounds_us.size() && us > lease_latency_bounds_us[i]) ++i;
+    ++buckets[i];
+}
+
+}  // namespace
+
+void validate(const ManagerSettings& settings) {
+    validate(settings.registry);
+    if (settings.max_fork_count < 1)
+        throw ServiceError::invalid_argument("sandbox.max_fork_count", "must be at least 1");
+    if (settings.fork_wait.count() < 0)
+        throw ServiceError::invalid_argument("sandbox.fork_wait", "must not be negative");
+    if (settings.default_exec_timeout.count() < 1)
+        throw ServiceError::invalid_argument("exec.default_timeout", "must be positive");
+    if (settings.max_exec_timeout < settings.default_exec_timeout)
+        throw ServiceError::invalid_argument("exec.max_timeout", "must not be below exec.default_timeout");
+    if (settings.max_exec_timeout.count() > std::chrono::milliseconds::rep{UINT32_MAX})
+        throw ServiceError::invalid_argument("exec.max_timeout", "too large");
+    if (settings.file_timeout.count() < 1)
+        throw ServiceError::invalid_argument("files.timeout", "must be positive");
+    if (settings.sweep_interval.count() < 1)
+        throw ServiceError::invalid_argument("sandbox.sweep_interval", "must be at least 1 ms");
+}
+
+// ---- Entry: one sandbox's VM and its call gate -----------------------------
+
+struct SandboxManager::Entry {
+    Entry(std::string id_in, std::string owner_in, EnvMap env_in, std::string user_in, LeasedVm vm_in)
+        : id(std::move(id_in)),
+          owner(std::move(owner_in)),
+          env(std::move(env_in)),
+          user(std::move(user_in)),
+          vm(std::move(vm_in)) {}
+
+    const std::string id;
+    const std::string owner;
+    const EnvMap env;
+    const std::string user;
+
+    std::mutex mutex;
+    std::condition_variable cv;
+    LeasedVm vm;                  // empty once destroyed
+    std::size_t users = 0;        // threads touching vm: they keep it from being destroyed
+    std::size_t agent_calls = 0;  // of those, calls on the agent channel (what fork waits for)
+    std::size_t fork_waiters = 0;
+    bool forking = false;
+    bool releasing = false;              // someone took vm to destroy it
+    bool released = false;               // vm destroyed
+    std::optional<ServiceError> closed;  // why calls on it fail now
+    std::string console;                 // console tail saved before destroying the VM
+};
+
+namespace {
+
+using Entry = SandboxManager::Entry;
+
+// Destroys the VM (outside the entry lock), keeping its last console bytes.
+void destroy_vm(Entry& e, LeasedVm vm) noexcept {
+    std::string tail = vm ? vm->console_tail() : std::string();
+    vm.release();
+    {
+        const std::lock_guard lock(e.mutex);
+        if (!tail.empty()) e.console = std::move(tail);
+        e.released = true;
+    }
+    e.cv.notify_all();
+}
+
+// Takes the VM into `out` if `e` is closed and nobody uses it any more;
+// true if the caller must now call destroy_vm(). Requires e.mutex.
+bool take_if_idle(Entry& e, LeasedVm& out) {
+    if (!e.closed || e.users > 0 || e.forking || e.releasing) return false;
+    e.releasing = true;
+    out = std::move(e.vm);
+    return true;
+}
+
+void unpin(Entry& e, bool agent_call) noexcept {
+    LeasedVm doomed;
+    bool destroy = false;
+    {
+        const std::lock_guard lock(e.mutex);
+        --e.users;
+        if (agent_call) --e.agent_calls;
+        destroy = take_if_idle(e, doomed);
+    }
+    e.cv.notify_all();
+    if (destroy) destroy_vm(e, std::move(doomed));
+}
+
+// Close `e` for good: later calls throw `why`; in-flight calls are cut off by
+// closing the agent channel; the VM is destroyed by whoever leaves last.
+void close_entry(Entry& e, const ServiceError& why) noexcept {
+    LeasedVm doomed;
+    bool busy = false;
+    bool destroy = false;
+    {
+        const std::lock_guard lock(e.mutex);
+        if (e.closed) return;
+        e.closed = why;
+        if (e.users > 0 || e.forking) {
+            busy = true;
+            ++e.users;  // keep vm alive while closing its channel
+        } else {
+            destroy = take_if_idle(e, doomed);
+        }
+    }
+    e.cv.notify_all();
+    if (destroy) destroy_vm(e, std::move(doomed));
+    if (busy) {
+        try {
+            e.vm->agent().close();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): a VM without a channel has nothing to cut off
+        }
+        unpin(e, false);
+    }
+}
+
+void wait_released(Entry& e) {
+    std::unique_lock lock(e.mutex);
+    e.cv.wait(lock, [&] { return e.released; });
+}
+
+// An agent call inside the entry's gate: waits behind forks, pins the VM.
+class AgentCall {
+public:
+    explicit AgentCall(Entry& e) : e_(e) {
+        std::unique_lock lock(e.mutex);
+        e.cv.wait(lock, [&] { return e.closed || (!e.forking && e.fork_waiters == 0); });
+        if (e.closed) throw *e.closed;
+        ++e.users;
+        ++e.agent_calls;
+    }
+    ~AgentCall() { unpin(e_, true); }
+    AgentCall(const AgentCall&) = delete;
+    AgentCall& operator=(const AgentCall&) = delete;
+
+    vmm::AgentClient& agent() { return e_.vm->agent(); }
+
+private:
+    Entry& e_;
+};
+
+// fork()'s hold on the source: the channel idle, later calls queued behind it.
+class ForkGate {
+public:
+    ForkGate(Entry& e, std::chrono::milliseconds wait) : e_(e) {
+        std::unique_lock lock(e.mutex);
+        ++e.fork_waiters;
+        const bool idle =
+            e.cv.wait_for(lock, wait, [&] { return e.closed || (e.agent_calls == 0 && !e.forking); });
+        --e.fork_waiters;
+        if (e.closed) {
+            lock.unlock();
+            e.cv.notify_all();
+            throw *e.closed;
+        }
+        if (!idle) {
+            lock.unlock();
+            e.cv.notify_all();  // calls queued behind this fork may go now
+            throw ServiceError(ErrorCode::conflict, "sandbox busy: calls still running after " +
+                                                        std::to_string(wait.count()) +
+                                                        " ms; retry when idle");
+        }
+        e.forking = true;
+    }
+    ~ForkGate() {
+        LeasedVm doomed;
+        bool destroy = false;
+        {
+            const std::lock_guard lock(e_.mutex);
+            e_.forking = false;
+            destroy = take_if_idle(e_, doomed);
+        }
+        e_.cv.notify_all();
+        if (destroy) destroy_vm(e_, std::move(doomed));
+    }
+    ForkGate(const ForkGate&) = delete;
+    ForkGate& operator=(const ForkGate&) = delete;
+
+    PooledVm& vm() { return e_.vm.vm(); }
+
+private:
+    Entry& e_;
+};
+
+}  // namespace
+
+// ---- SandboxManager ---------------------------------------------------------
+
+SandboxManager::SandboxManager(WarmPool& pool, ManagerSettings settings, SandboxRegistry::Clock clock,
+                               IdGenerator make_id)
+    : pool_(pool),
+      settings_((validate(settings), settings)),
+      make_id_(make_id ? std::move(make_id) : IdGenerator([] {
+          // "sb-" + 20 hex digits (80 random bits), as the API promises.
+          return random_id("sb-") + random_id("").substr(12);
+      })),
+      clock_(clock ? std::move(clock)
+                   : SandboxRegistry::Clock([] { return std::chrono::system_clock::now(); })),
+      registry_(settings_.registry, clock_),
+      clone_gauge_(std::make_shared<std::atomic<std::size_t>>(0)) {
+    sweeper_ = std::thread([this] { sweeper_loop(); });
+}
+
+SandboxManager::~SandboxManager() { shutdown(); }
+
+void SandboxManager::sweeper_loop() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+        sweeper_cv_.wait_for(lock, settings_.sweep_interval, [this] { return stopping_; });
+        if (stopping_) break;
+        lock.unlock();
+        try {
+            sweep();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory at worst; the next round retries
+        }
+        lock.lock();
+    }
+}
+
+void SandboxManager::sweep() {
+    const std::vector<SandboxInfo> due = registry_.expire_due(clock_());
+    std::vector<std::shared_ptr<Entry>> alive;
+    {
+        const std::lock_guard lock(mutex_);
+        expired_ += due.size();
+        for (const auto& [id, entry] : entries_) alive.push_back(entry);
+    }
+    for (const SandboxInfo& info : due) {
+        if (auto e = take_entry(info.id)) {
+            close_entry(
+                *e, ServiceError(ErrorCode::expired, "sandbox '" + info.id + "' expired (its TTL ran out)"));
+        }
+    }
+    // A VM whose channel died between calls is noticed here, not only by the next call.
+    for (const auto& e : alive) {
+        {
+            const std::lock_guard lock(e->mutex);
+            if (e->closed || e->released) continue;
+            ++e->users;
+        }
+        std::string reason;
+        try {
+            vmm::AgentClient& agent = e->vm->agent();
+            const auto state = agent.state();
+            if (state == vmm::AgentClient::State::broken)
+                reason = "agent channel broken: " + agent.broken_reason();
+            if (state == vmm::AgentClient::State::closed) reason = "VM stopped";
+        } catch (const std::exception& ex) {
+            reason = std::string("VM unusable: ") + ex.what();
+        }
+        unpin(*e, false);
+        if (!reason.empty()) mark_broken(*e, reason);
+    }
+}
+
+std::shared_ptr<SandboxManager::Entry> SandboxManager::take_entry(const std::string& id) {
+    const std::lock_guard lock(mutex_);
+    const auto it = entries_.find(id);
+    if (it == entries_.end()) return nullptr;
+    auto e = std::move(it->second);
+    entries_.erase(it);
+    return e;
+}
+
+std::shared_ptr<SandboxManager::Entry> SandboxManager::entry_for(const std::string& owner,
+                                                                 const std::string& id) {
+    (void)registry_.get(id, owner);  // not_found / expired, with the owner check
+    const std::lock_guard lock(mutex_);
+    if (stopping_) throw unavailable();
+    const auto it = entries_.find(id);
+    if (it == entries_.end() || it->second->owner != owner)
+        throw ServiceError::not_found("no sandbox '" + id + "'");
+    return it->second;
+}
+
+Sandbox SandboxManager::to_sandbox(SandboxInfo info) {
+    Sandbox out;
+    {
+        const std::lock_guard lock(mutex_);
+        const auto it = entries_.find(info.id);
+        if (it != entries_.end()) {
+            out.env = it->second->env;
+            out.user = it->second->user;
+        }
+    }
+    out.info = std::move(info);
+    return out;
+}
+
+void SandboxManager::mark_broken(Entry& e, const std::string& reason) noexcept {
+    try {
+        registry_.mark_broken(e.id, reason);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): deleted or expired meanwhile; nothing to mark
+    }
+    close_entry(e, ServiceError(ErrorCode::vm_broken, "sandbox '" + e.id + "' is broken: " + reason));
+}
+
+void SandboxManager::check_host_memory() const {
+    if (settings_.min_free_memory == 0 || !settings_.memory_probe) return;
+    const auto available = settings_.memory_probe();
+    if (!available || *available >= settings_.min_free_memory) return;
+    constexpr std::uint32_t kRetryAfterSeconds = 5;
+    throw ServiceError(ErrorCode::insufficient_memory,
+                       "the host is short of memory (" + std::to_string(*available >> 20U) +
+                           " MiB available, " + std::to_string(settings_.min_free_memory >> 20U) +
+                           " MiB kept free)",
+                       std::nullopt, kRetryAfterSeconds);
+}
+
+Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& request) {
+    check_env(request.env);
+    check_user(request.user);
+    check_host_memory();
+    {
+        const std::lock_guard lock(mutex_);
+        if (stopping_) throw unavailable();
+    }
+    const std::string id = make_id_();
+    SandboxInfo info = registry_.create(id, owner, request.ttl, request.labels);
+    LeasedVm vm;
+    try {
+        vm = pool_.lease();
+    } catch (const ServiceError&) {
+        registry_.erase(id);
+        throw;
+    } catch (const std::exception& ex) {
+        registry_.erase(id);
+        throw ServiceError::internal(std::string("lease failed: ") + ex.what());
+    }
+    auto entry = std::make_shared<Entry>(id, owner, request.env, request.user, std::move(vm));
+    bool inserted = false;
+    {
+        const std::lock_guard lock(mutex_);
+        if (!stopping_) {
+            entries_.emplace(id, entry);
+            ++created_;
+            inserted = true;
+        }
+    }
+    try {
+        if (!inserted) throw unavailable();
+        // Entry first, then running: a sweeper that expires the sandbox in
+        // between finds the entry and destroys it; one that expired it before
+        // makes mark_running throw not_found.
+        registry_.mark_running(id);  // not_found if the sweeper expired it already
+    } catch (const ServiceError& err) {
+        (void)take_entry(id);
+        registry_.erase(id);
+        close_entry(*entry, err);
+        if (err.code() == ErrorCode::not_found)
+            throw ServiceError(ErrorCode::expired, "sandbox '" + id + "' expired while starting");
+        throw;
+    }
+    info.state = SandboxState::running;
+    Sandbox out;
+    out.info = std::move(info);
+    out.env = request.env;
+    out.user = request.user;
+    return out;
+}
+
+Sandbox SandboxManager::get(const std::string& owner, const std::string& id) {
+    return to_sandbox(registry_.get(id, owner));
+}
+
+SandboxPage SandboxManager::list(const std::string& owner, const ListSandboxes& request) {
+    if (request.limit < 1 || request.limit > kMaxListLimit)
+        throw ServiceError::invalid_argument("limit", "must be 1 to " + std::to_string(kMaxListLimit));
+    std::optional<PageKey> after;
+    if (!request.page_token.empty()) after = decode_token(request.page_token);
+
+    SandboxPage page;
+    const std::vector<SandboxInfo> all = registry_.list(owner);  // oldest first, ties by id
+    std::optional<SandboxInfo> last;
+    bool more = false;
+    for (const SandboxInfo& info : all) {
+        if (after) {
+            const std::int64_t created = nanos(info.created);
+            if (created < after->created_ns || (created == after->created_ns && info.id <= after->id))
+                continue;
+        }
+        if (!labels_match(info.labels, request.label_filter)) continue;
+        if (page.sandboxes.size() == request.limit) {
+            more = true;
+            break;
+        }
+        last = info;
+        page.sandboxes.push_back(to_sandbox(info));
+    }
+    if (more && last) page.next_page_token = encode_token(*last);
+    return page;
+}
+
+void SandboxManager::remove(const std::string& owner, const std::string& id) {
+    (void)registry_.remove(id, owner);
+    if (auto e = take_entry(id)) close_entry(*e, ServiceError::not_found("sandbox '" + id + "' was deleted"));
+}
+
+Sandbox SandboxManager::keep_alive(const std::string& owner, const std::string& id,
+                                   std::optional<std::chrono::milliseconds> ttl) {
+    return to_sandbox(registry_.keep_alive(id, owner, ttl));
+}
+
+std::string SandboxManager::console_tail(const std::string& owner, const std::string& id) {
+    const std::shared_ptr<Entry> e = entry_for(owner, id);
+    {
+        std::unique_lock lock(e->mutex);
+        if (e->closed) {
+            // Saved when the VM is destroyed, which the last call out of it
+            // (cut off by the closed channel) does about now.
+            e->cv.wait(lock, [&] { return e->released; });
+            return e->console;
+        }
+        ++e->users;
+    }
+    std::string tail = e->vm->console_tail();
+    unpin(*e, false);
+    return tail;
+}
+
+template <class F>
+auto SandboxManager::with_agent(const std::string& owner, const std::string& id,
+                                const AgentCallContext& context, F&& f) {
+    const std::shared_ptr<Entry> e = entry_for(owner, id);
+    AgentCall call(*e);
+    vmm::AgentClient* agent = nullptr;
+    try {
+        agent = &call.agent();
+    } catch (const std::exception& ex) {
+        mark_broken(*e, std::string("VM unusable: ") + ex.what());
+        throw ServiceError(ErrorCode::vm_broken, "sandbox '" + id + "' is broken: VM unusable");
+    }
+    try {
+        return f(*agent, static_cast<const Entry&>(*e));
+    } catch (const vmm::AgentError& err) {
+        if (!is_channel_lost(err.code())) throw to_service_error(err, context);
+        {
+            // Deleted, expired or shut down while running: say that, not "broken".
+            const std::lock_guard lock(e->mutex);
+            if (e->closed) throw *e->closed;
+        }
+        const std::string reason = err.code() == vmm::AgentErrorCode::broken
+                                       ? "agent channel broken: " + agent->broken_reason()
+                                       : std::string("VM stopped");
+        mark_broken(*e, reason);
+        const std::lock_guard lock(e->mutex);
+        throw e->closed ? *e->closed : to_service_error(err, context);
+    }
+}
+
+vmm::ExecRequest SandboxManager::exec_request(const Entry& entry, const ExecCall& call) const {
+    if (call.argv.empty() || call.argv.front().empty())
+        throw ServiceError::invalid_argument("cmd", "must name a program");
+    check_env(call.env);
+    check_user(call.user);
+    if (!call.cwd.empty()) check_path(call.cwd, "cwd");
+    if (call.timeout.count() < 0) throw ServiceError::invalid_argument("timeout_ms", "must be positive");
+    if (call.timeout > settings_.max_exec_timeout) {
+        throw ServiceError::invalid_argument(
+            "timeout_ms", "must not exceed " + std::to_string(settings_.max_exec_timeout.count()) + " ms");
+    }
+    vmm::ExecRequest req;
+    req.argv = call.argv;
+    EnvMap env = entry.env;
+    for (const auto& [key, value] : call.env) env[key] = value;
+    req.env.reserve(env.size());
+    for (const auto& [key, value] : env) req.env.push_back(key + "=" + value);
+    req.cwd = call.cwd;
+    req.user = call.user.empty() ? entry.user : call.user;
+    const std::chrono::milliseconds timeout =
+        call.timeout.count() == 0 ? settings_.default_exec_timeout : call.timeout;
+    req.timeout_ms = static_cast<std::uint32_t>(timeout.count());
+    req.stdin_data = call.stdin_data;
+    req.stdout_cap = std::min(call.max_output_bytes, settings_.max_output_bytes);
+    req.stderr_cap = req.stdout_cap;
+    return req;
+}
+
+void SandboxManager::record_exec(SteadyClock::duration latency) {
+    const std::lock_guard lock(mutex_);
+    ++execs_;
+    record(exec_buckets_, exec_latency_sum_us_, latency);
+}
+
+void SandboxManager::record_fork(SteadyClock::duration latency) {
+    const std::lock_guard lock(mutex_);
+    record(fork_buckets_, fork_latency_sum_us_, latency);
+}
+
+vmm::ExecResult SandboxManager::exec(const std::string& owner, const std::string& id, const ExecCall& call,
+                                     const vmm::ExecCallbacks& callbacks, std::stop_token stop) {
+    return with_agent(owner, id, {}, [&](vmm::AgentClient& agent, const Entry& entry) {
+        const vmm::ExecRequest req = exec_request(entry, call);
+        const auto start = SteadyClock::now();
+        vmm::ExecResult result = agent.exec(
+            req, callbacks, std::chrono::milliseconds(req.timeout_ms) + kExecGrace, std::move(stop));
+        record_exec(SteadyClock::now() - start);
+        return result;
+    });
+}
+
+vmm::BufferedExecResult SandboxManager::exec_buffered(const std::string& owner, const std::string& id,
+                                                      const ExecCall& call, std::stop_token stop) {
+    return with_agent(owner, id, {}, [&](vmm::AgentClient& agent, const Entry& entry) {
+        vmm::ExecRequest req = exec_request(entry, call);
+        const auto deadline = std::chrono::milliseconds(req.timeout_ms) + kExecGrace;
+        const auto start = SteadyClock::now();
+        vmm::BufferedExecResult result = agent.exec_buffered(std::move(req), deadline, std::move(stop));
+        record_exec(SteadyClock::now() - start);
+        return result;
+    });
+}
+
+void SandboxManager::write_file(const std::string& owner, const std::string& id,
+                                const vmm::WriteFileRequest& request, std::uint64_t total_size,
+                                const vmm::DataSource& source, std::stop_token stop) {
+    check_path(request.path, "path");
+    if (request.mode > 07777)
+        throw ServiceError::invalid_argument("mode", "must be an octal mode up to 07777");
+    with_agent(owner, id, {request.path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        agent.write_file(request, total_size, source, settings_.file_timeout, std::move(stop));
+        return 0;
+    });
+}
+
+vmm::ReadFileResult SandboxManager::read_file(const std::string& owner, const std::string& id,
+                                              const vmm::ReadFileRequest& request, const vmm::DataSink& sink,
+                                              std::stop_token stop) {
+    check_path(request.path, "path");
+    return with_agent(owner, id, {request.path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        return agent.read_file(request, sink, settings_.file_timeout, std::move(stop));
+    });
+}
+
+proto::StatResult SandboxManager::stat(const std::string& owner, const std::string& id,
+                                       const std::string& path) {
+    check_path(path, "path");
+    return with_agent(owner, id, {path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        // Not following symlinks, so a link is reported as one.
+        return agent.stat(path, false, settings_.file_timeout);
+    });
+}
+
+proto::DirEntries SandboxManager::list_dir(const std::string& owner, const std::string& id,
+                                           const std::string& path) {
+    check_path(path, "path");
+    return with_agent(owner, id, {path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        return agent.list_dir(path, kMaxDirEntries, settings_.file_timeout);
+    });
+}
+
+void SandboxManager::mkdir(const std::string& owner, const std::string& id, const std::string& path,
+                           bool parents, std::uint32_t mode) {
+    check_path(path, "path");
+    if (mode > 07777) throw ServiceError::invalid_argument("mode", "must be an octal mode up to 07777");
+    with_agent(owner, id, {path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        agent.mkdir(path, parents, mode, settings_.file_timeout);
+        return 0;
+    });
+}
+
+void SandboxManager::move(const std::string& owner, const std::string& id, const std::string& from,
+                          const std::string& to) {
+    check_path(from, "from");
+    check_path(to, "to");
+    with_agent(owner, id, {from + "' -> '" + to, "from"}, [&](vmm::AgentClient& agent, const Entry&) {
+        agent.rename(from, to, settings_.file_timeout);
+        return 0;
+    });
+}
+
+void SandboxManager::remove_path(const std::string& owner, const std::string& id, const std::string& path,
+                                 bool recursive) {
+    check_path(path, "path");
+    with_agent(owner, id, {path, "path"}, [&](vmm::AgentClient& agent, const Entry&) {
+        agent.remove(path, recursive, settings_.file_timeout);
+        return 0;
+    });
+}
+
+std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::string& id,
+                                          const ForkSandbox& request) {
+    if (request.count < 1 || request.count > settings_.max_fork_count) {
+        throw ServiceError::invalid_argument("count",
+                                             "must be 1 to " + std::to_string(settings_.max_fork_count));
+    }
+    const SandboxInfo source = registry_.get(id, owner);
+    check_host_memory();
+    if (source.state == SandboxState::broken)
+        throw ServiceError(ErrorCode::vm_broken, "sandbox '" + id + "' is broken: " + source.broken_reason);
+    const std::shared_ptr<Entry> e = entry_for(owner, id);
+    const Labels& labels = request.labels.empty() ? source.labels : request.labels;
+
+    // Throws conflict ("sandbox busy") before anything was made: not a failed fork.
+    ForkGate gate(*e, settings_.fork_wait);
+    std::vector<Sandbox> out;
+    std::vector<std::shared_ptr<Entry>> made;
+    const auto undo = [&] {
+        for (const auto& clone : made) {
+            (void)take_entry(clone->id);
+            registry_.erase(clone->id);
+            close_entry(*clone, ServiceError::not_found("fork of '" + id + "' failed"));
+        }
+    };
+    try {
+        for (std::size_t i = 0; i < request.count; ++i) {
+            const std::string clone_id = make_id_();
+            SandboxInfo info = registry_.create(clone_id, owner, request.ttl, labels);
+            std::unique_ptr<PooledVm> vm;
+            try {
+                const auto start = SteadyClock::now();
+                vm = gate.vm().fork(clone_id);
+                if (!vm) throw ServiceError::internal("fork returned no VM");
+                record_fork(SteadyClock::now() - start);
+            } catch (...) {
+                {
+                    // Only a VM that failed to fork counts as a fork failure (not caps).
+                    const std::lock_guard lock(mutex_);
+                    ++fork_failures_;
+                }
+                registry_.erase(clone_id);
+                throw;
+            }
+            clone_gauge_->fetch_add(1);
+            auto clone = std::make_shared<Entry>(clone_id, owner, e->env, e->user,
+                                                 LeasedVm(std::move(vm), clone_gauge_));
+            made.push_back(clone);  // undo() destroys it from here on
+            {
+                const std::lock_guard lock(mutex_);
+                if (stopping_) throw unavailable();
+                entries_.emplace(clone_id, clone);
+                ++created_;
+                ++forks_;
+            }
+            registry_.mark_running(clone_id);
+            info.state = SandboxState::running;
+            Sandbox sandbox;
+            sandbox.info = std::move(info);
+            sandbox.env = e->env;
+            sandbox.user = e->user;
+            out.push_back(std::move(sandbox));
+        }
+    } catch (const ServiceError&) {
+        undo();
+        throw;
+    } catch (const vmm::AgentError& err) {
+        undo();
+        throw to_service_error(err);
+    } catch (const std::exception& ex) {
+        undo();
+        throw ServiceError::internal(std::string("fork failed: ") + ex.what());
+    }
+    return out;
+}
+
+bool SandboxManager::ready() {
+    {
+        const std::lock_guard lock(mutex_);
+        if (stopping_) return false;
+    }
+    return pool_.stats().warm >= 1;
+}
+
+ServiceStats SandboxManager::stats() {
+    ServiceStats s;
+    s.pool = pool_.stats();
+    s.pool.leased += clone_gauge_->load();
+    s.min_warm = pool_.settings().min_warm;
+    s.max_warm = pool_.settings().max_warm;
+    s.live_sandboxes = registry_.live_count();
+    const std::lock_guard lock(mutex_);
+    s.sandboxes_created = created_;
+    s.sandboxes_expired = expired_;
+    s.sandbox_forks = forks_;
+    s.fork_failures = fork_failures_;
+    s.fork_latency_sum_us = fork_latency_sum_us_;
+    s.fork_latency_buckets = fork_buckets_;
+    s.execs = execs_;
+    s.exec_latency_sum_us = exec_latency_sum_us_;
+    s.exec_latency_buckets = exec_buckets_;
+    return s;
+}
+
+void SandboxManager::shutdown() noexcept {
+    const std::lock_guard serial(shutdown_mutex_);
+    std::unordered_map<std::string, std::shared_ptr<Entry>> all;
+    {
+        const std::lock_guard lock(mutex_);
+        stopping_ = true;
+        all.swap(entries_);
+    }
+    sweeper_cv_.notify_all();
+    if (sweeper_.joinable()) sweeper_.join();
+    for (auto& [id, e] : all) close_entry(*e, unavailable());
+    for (auto& [id, e] : all) wait_released(*e);
+}
+
+}  // namespace forkvm::pool

@@ -1,0 +1,791 @@
+// SandboxManager against fake VMs that run the REAL guest agent: each fake
+// PooledVm forks a child process serving the agent protocol on a socketpair
+// (no KVM), with a vmm::AgentClient on the host end, so exec and file calls
+// really run. A fake's fork() starts a fresh agent child (no shared state,
+// fine for a fake) and records the call. The registry's clock is injected so
+// TTL tests advance time instead of sleeping.
+
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "guest/agent/server.hpp"
+#include "guest/agent/test_harness.hpp"
+#include "pool/agent_error_mapping.hpp"
+#include "pool/sandbox_manager.hpp"
+#include "pool/service_error.hpp"
+#include "pool/warm_pool.hpp"
+#include "vmm/agent_client.hpp"
+
+using namespace std::chrono_literals;
+namespace pool = forkvm::pool;
+namespace vmm = forkvm::vmm;
+namespace proto = forkvm::proto;
+using pool::ErrorCode;
+using pool::SandboxManager;
+using pool::SandboxState;
+using pool::ServiceError;
+
+namespace {
+
+// Everything the fakes did; outlives the pool, the manager and every VM.
+struct World {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::atomic<int> live{0};   // fake VMs made and not destroyed
+    bool source_fails = false;  // fork_paused throws
+    int vm_forks = 0;           // PooledVm::fork calls
+    int vm_fork_fail_at = -1;   // the vm_forks value at which PooledVm::fork throws
+    int in_vm_fork = 0;
+    std::chrono::milliseconds vm_fork_delay{0};
+    std::set<std::string> destroyed;
+    std::map<std::string, pid_t> agents;  // vm id -> agent pid (live VMs)
+
+    bool was_destroyed(const std::string& vm_id) {
+        const std::lock_guard lock(mutex);
+        return destroyed.count(vm_id) != 0;
+    }
+    // The VM is destroyed by the last thread out of it, which may be the
+    // sweeper's liveness check rather than the test's own call: wait a bit.
+    bool destroyed_soon(const std::string& vm_id) {
+        std::unique_lock lock(mutex);
+        return cv.wait_for(lock, std::chrono::seconds(10), [&] { return destroyed.count(vm_id) != 0; });
+    }
+    void kill_agent(const std::string& vm_id) {
+        pid_t pid = -1;
+        {
+            const std::lock_guard lock(mutex);
+            pid = agents.at(vm_id);
+        }
+        ::kill(pid, SIGKILL);
+    }
+};
+
+std::string current_user() {
+    const passwd* pw = ::getpwuid(::geteuid());
+    return pw != nullptr ? pw->pw_name : "root";
+}
+
+class AgentVm final : public pool::PooledVm {
+public:
+    AgentVm(World& world, std::string id) : world_(world), id_(std::move(id)) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+            throw std::runtime_error("socketpair");
+        pid_ = ::fork();
+        if (pid_ < 0) {
+            ::close(sv[0]);
+            ::close(sv[1]);
+            throw std::runtime_error("fork");
+        }
+        if (pid_ == 0) {
+            // Drop every other fd, above all the host ends of other fakes'
+            // channels: a copy kept open here would hide their EOF.
+            if (::dup2(sv[1], 3) != 3) ::_exit(120);
+            for (int fd = 4; fd < 4096; ++fd) ::close(fd);
+            ::_exit(forkvm::agent::serve(3, forkvm::agent::testing::test_options()));
+        }
+        ::close(sv[1]);
+        client_ = std::make_unique<vmm::AgentClient>(forkvm::UniqueFd(sv[0]));
+        {
+            const std::lock_guard lock(world_.mutex);
+            world_.agents[id_] = pid_;
+        }
+        ++world_.live;
+    }
+    ~AgentVm() override { destroy(); }
+
+    std::string id() const override { return id_; }
+    void resume() override { (void)client_->wait_ready(10s); }
+    bool healthy() override { return client_->state() == vmm::AgentClient::State::healthy; }
+    void destroy() noexcept override {
+        if (destroyed_.exchange(true)) return;
+        client_->close();  // EOF: the agent returns from serve() and ends its commands
+        const auto until = std::chrono::steady_clock::now() + 3s;
+        int status = 0;
+        while (::waitpid(pid_, &status, WNOHANG) == 0) {
+            if (std::chrono::steady_clock::now() > until) {
+                ::kill(pid_, SIGKILL);
+                ::waitpid(pid_, &status, 0);
+                break;
+            }
+            std::this_thread::sleep_for(2ms);
+        }
+        {
+            const std::lock_guard lock(world_.mutex);
+            world_.destroyed.insert(id_);
+            world_.agents.erase(id_);
+        }
+        --world_.live;
+        world_.cv.notify_all();
+    }
+    vmm::AgentClient& agent() override { return *client_; }
+    std::unique_ptr<pool::PooledVm> fork(const std::string& id) override {
+        std::chrono::milliseconds delay{0};
+        {
+            const std::lock_guard lock(world_.mutex);
+            ++world_.vm_forks;
+            ++world_.in_vm_fork;
+            delay = world_.vm_fork_delay;
+            if (world_.vm_forks == world_.vm_fork_fail_at) {
+                --world_.in_vm_fork;
+                throw std::runtime_error("clone failed");
+            }
+        }
+        world_.cv.notify_all();
+        std::this_thread::sleep_for(delay);
+        auto clone = std::make_unique<AgentVm>(world_, id);
+        clone->resume();
+        {
+            const std::lock_guard lock(world_.mutex);
+            --world_.in_vm_fork;
+        }
+        return clone;
+    }
+    std::string console_tail() noexcept override { return "console of " + id_; }
+
+private:
+    World& world_;
+    std::string id_;
+    pid_t pid_ = -1;
+    std::unique_ptr<vmm::AgentClient> client_;
+    std::atomic<bool> destroyed_{false};
+};
+
+class FakeVmSource final : public pool::VmSource {
+public:
+    explicit FakeVmSource(World& world) : world_(world) {}
+    std::unique_ptr<pool::PooledVm> fork_paused(const std::string& id) override {
+        {
+            const std::lock_guard lock(world_.mutex);
+            if (world_.source_fails) throw std::runtime_error("no VMs today");
+        }
+        return std::make_unique<AgentVm>(world_, id);
+    }
+
+private:
+    World& world_;
+};
+
+// Wall time plus an offset that tests move forward.
+struct FakeClock {
+    std::shared_ptr<std::atomic<std::int64_t>> offset_ms = std::make_shared<std::atomic<std::int64_t>>(0);
+    pool::SandboxRegistry::Clock clock() const {
+        return [o = offset_ms] {
+            return std::chrono::system_clock::now() + std::chrono::milliseconds(o->load());
+        };
+    }
+    void advance(std::chrono::milliseconds d) { offset_ms->fetch_add(d.count()); }
+};
+
+pool::PoolSettings pool_settings() {
+    pool::PoolSettings s;
+    s.min_warm = 1;
+    s.max_warm = 2;
+    s.lease_wait = 10s;
+    s.backoff_initial = 1ms;
+    s.backoff_max = 5ms;
+    return s;
+}
+
+pool::ManagerSettings manager_settings() {
+    pool::ManagerSettings s;
+    s.registry.max_sandboxes = 10;
+    s.registry.max_per_key = 10;
+    s.max_fork_count = 3;
+    s.fork_wait = 200ms;
+    s.default_exec_timeout = 10s;
+    s.max_exec_timeout = 60s;
+    s.sweep_interval = 20ms;
+    return s;
+}
+
+// One world, source, pool and manager; torn down in the right order.
+struct Fixture {
+    explicit Fixture(pool::ManagerSettings ms = manager_settings(), pool::PoolSettings ps = pool_settings())
+        : source(world), warm(source, ps), manager(warm, ms, clock.clock()) {}
+    ~Fixture() {
+        manager.shutdown();
+        warm.shutdown();
+    }
+    World world;
+    FakeClock clock;
+    FakeVmSource source;
+    pool::WarmPool warm;
+    SandboxManager manager;
+};
+
+ServiceError error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const ServiceError& e) {
+        return e;
+    }
+    FAIL("expected a ServiceError");
+    return ServiceError::internal("no error");
+}
+
+pool::ExecCall sh(std::string script) {
+    pool::ExecCall c;
+    c.argv = {"/bin/sh", "-c", std::move(script)};
+    return c;
+}
+
+// The fake VM behind a sandbox (its console tail names it).
+std::string vm_of(SandboxManager& m, const std::string& owner, const std::string& id) {
+    const std::string tail = m.console_tail(owner, id);
+    const std::string prefix = "console of ";
+    REQUIRE(tail.rfind(prefix, 0) == 0);
+    return tail.substr(prefix.size());
+}
+
+std::string temp_dir() {
+    char tmpl[] = "/tmp/forkvm-s2-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    return tmpl;
+}
+
+}  // namespace
+
+TEST_CASE("pool: agent errors map to service errors in one place") {
+    using C = vmm::AgentErrorCode;
+    const pool::AgentCallContext ctx{"/data/x", "path"};
+    const auto map = [&](C c) { return pool::to_service_error(vmm::AgentError(c, "msg"), ctx); };
+    CHECK(map(C::not_found).code() == ErrorCode::not_found);
+    CHECK(map(C::not_found).message().find("/data/x") != std::string::npos);
+    CHECK(map(C::permission_denied).code() == ErrorCode::forbidden);
+    for (C c : {C::already_exists, C::not_a_directory, C::is_a_directory, C::not_empty, C::busy})
+        CHECK(map(c).code() == ErrorCode::conflict);
+    CHECK(map(C::invalid_argument).code() == ErrorCode::invalid_argument);
+    CHECK(map(C::invalid_argument).field() == std::optional<std::string>("path"));
+    CHECK(map(C::unsupported).code() == ErrorCode::invalid_argument);
+    CHECK(map(C::too_large).code() == ErrorCode::payload_too_large);
+    CHECK(map(C::timeout).code() == ErrorCode::timeout);
+    CHECK(map(C::broken).code() == ErrorCode::vm_broken);
+    CHECK(map(C::closed).code() == ErrorCode::vm_broken);
+    for (C c : {C::io, C::internal, C::protocol}) CHECK(map(c).code() == ErrorCode::guest_error);
+    CHECK(pool::to_service_error(vmm::AgentError(C::invalid_argument, "bad")).field() == std::nullopt);
+    CHECK(pool::is_channel_lost(C::closed));
+    CHECK_FALSE(pool::is_channel_lost(C::timeout));
+}
+
+TEST_CASE("pool: manager creates, gets, lists with label filters and pages") {
+    Fixture f;
+    auto& m = f.manager;
+    REQUIRE(f.warm.wait_warm(1, 10s));
+    CHECK(m.ready());
+
+    std::vector<std::string> ids;
+    for (int i = 0; i < 5; ++i) {
+        pool::CreateSandbox req;
+        req.labels = {{"team", i % 2 == 0 ? "a" : "b"}, {"n", std::to_string(i)}};
+        req.env = {{"K", "v"}};
+        const pool::Sandbox s = m.create("alice", req);
+        CHECK(s.info.state == SandboxState::running);
+        CHECK(s.info.id.rfind("sb-", 0) == 0);
+        CHECK(s.info.id.size() == 23);
+        CHECK(s.env == pool::EnvMap{{"K", "v"}});
+        ids.push_back(s.info.id);
+    }
+    (void)m.create("bob", {});
+
+    const pool::Sandbox got = m.get("alice", ids[2]);
+    CHECK(got.info.labels.at("n") == "2");
+    CHECK(got.env.at("K") == "v");
+    CHECK(got.info.state == SandboxState::running);
+
+    // Another owner sees nothing of alice's.
+    CHECK(error_of([&] { (void)m.get("bob", ids[0]); }).code() == ErrorCode::not_found);
+    CHECK(error_of([&] { (void)m.exec_buffered("bob", ids[0], sh("true"), {}); }).code() ==
+          ErrorCode::not_found);
+    CHECK(error_of([&] { m.remove("bob", ids[0]); }).code() == ErrorCode::not_found);
+    CHECK(error_of([&] { (void)m.get("alice", "sb-nope"); }).code() == ErrorCode::not_found);
+
+    // Label filter: every pair must match.
+    pool::ListSandboxes filter;
+    filter.label_filter = {{"team", "a"}};
+    const auto team_a = m.list("alice", filter);
+    REQUIRE(team_a.sandboxes.size() == 3);
+    CHECK(team_a.sandboxes[0].info.id == ids[0]);
+    CHECK(team_a.sandboxes[2].info.id == ids[4]);
+    CHECK(team_a.next_page_token.empty());
+    filter.label_filter = {{"team", "a"}, {"n", "2"}};
+    CHECK(m.list("alice", filter).sandboxes.size() == 1);
+
+    // Pages of 2: 2 + 2 + 1, oldest first, nothing lost or repeated.
+    pool::ListSandboxes page_req;
+    page_req.limit = 2;
+    std::vector<std::string> seen;
+    int pages = 0;
+    do {
+        const auto page = m.list("alice", page_req);
+        ++pages;
+        for (const auto& s : page.sandboxes) seen.push_back(s.info.id);
+        page_req.page_token = page.next_page_token;
+        REQUIRE(pages <= 3);
+    } while (!page_req.page_token.empty());
+    CHECK(pages == 3);
+    CHECK(seen == ids);
+
+    pool::ListSandboxes bad;
+    bad.page_token = "!!not-a-token";
+    auto e = error_of([&] { (void)m.list("alice", bad); });
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK(e.field() == std::optional<std::string>("page_token"));
+    bad.page_token = "Zm9v";  // base64 of "foo": decodes, but is no token
+    CHECK(error_of([&] { (void)m.list("alice", bad); }).field() == std::optional<std::string>("page_token"));
+    pool::ListSandboxes zero;
+    zero.limit = 0;
+    CHECK(error_of([&] { (void)m.list("alice", zero); }).field() == std::optional<std::string>("limit"));
+    zero.limit = 1001;
+    CHECK(error_of([&] { (void)m.list("alice", zero); }).field() == std::optional<std::string>("limit"));
+
+    // remove destroys the VM at once and the id is gone.
+    const std::string vm = vm_of(m, "alice", ids[1]);
+    m.remove("alice", ids[1]);
+    CHECK(f.world.destroyed_soon(vm));
+    CHECK(error_of([&] { (void)m.get("alice", ids[1]); }).code() == ErrorCode::not_found);
+    CHECK(m.list("alice", {}).sandboxes.size() == 4);
+    const auto st = m.stats();
+    CHECK(st.sandboxes_created == 6);
+    CHECK(st.live_sandboxes == 5);
+    CHECK(st.max_warm == 2);
+}
+
+TEST_CASE("pool: manager caps: capacity_exhausted, rate_limited, and a failed lease rolls back") {
+    SUBCASE("caps") {
+        auto ms = manager_settings();
+        ms.registry.max_sandboxes = 3;
+        ms.registry.max_per_key = 2;
+        Fixture f(ms);
+        (void)f.manager.create("alice", {});
+        (void)f.manager.create("alice", {});
+        const auto limited = error_of([&] { (void)f.manager.create("alice", {}); });
+        CHECK(limited.code() == ErrorCode::rate_limited);
+        CHECK(limited.retry_after_seconds().has_value());
+        (void)f.manager.create("bob", {});
+        CHECK(error_of([&] { (void)f.manager.create("carol", {}); }).code() == ErrorCode::capacity_exhausted);
+        CHECK(f.manager.stats().live_sandboxes == 3);
+    }
+    SUBCASE("lease failure") {
+        auto ps = pool_settings();
+        ps.min_warm = 0;
+        ps.lease_wait = 1s;
+        auto ms = manager_settings();
+        ms.registry.max_sandboxes = 1;
+        Fixture f(ms, ps);
+        f.world.source_fails = true;  // before any fork: min_warm 0 forks nothing until a lease waits
+        CHECK(error_of([&] { (void)f.manager.create("alice", {}); }).code() == ErrorCode::capacity_exhausted);
+        CHECK(f.manager.stats().live_sandboxes == 0);
+        CHECK(f.manager.list("alice", {}).sandboxes.empty());
+        {
+            const std::lock_guard lock(f.world.mutex);
+            f.world.source_fails = false;
+        }
+        // The slot of the failed create is free again.
+        CHECK(f.manager.create("alice", {}).info.state == SandboxState::running);
+    }
+}
+
+TEST_CASE("pool: manager answers insufficient_memory below the host memory reserve") {
+    auto ms = manager_settings();
+    auto available = std::make_shared<std::atomic<std::uint64_t>>(4ULL << 30U);
+    ms.min_free_memory = 1ULL << 30U;
+    ms.memory_probe = [available]() -> std::optional<std::uint64_t> { return available->load(); };
+    Fixture f(ms);
+    const auto sb = f.manager.create("alice", {});
+    available->store(512ULL << 20U);
+    const auto short_create = error_of([&] { (void)f.manager.create("alice", {}); });
+    CHECK(short_create.code() == ErrorCode::insufficient_memory);
+    CHECK(short_create.retry_after_seconds().has_value());
+    CHECK(short_create.message().find("512 MiB available") != std::string::npos);
+    CHECK(error_of([&] { (void)f.manager.fork("alice", sb.info.id, {}); }).code() ==
+          ErrorCode::insufficient_memory);
+    CHECK(f.manager.stats().live_sandboxes == 1);  // nothing half-made
+    available->store(2ULL << 30U);
+    CHECK(f.manager.create("alice", {}).info.state == SandboxState::running);
+}
+
+TEST_CASE("pool: manager expires sandboxes on their TTL and keep_alive extends it") {
+    auto ms = manager_settings();
+    ms.sweep_interval = 1h;  // sweeps are driven by the test
+    Fixture f(ms);
+    auto& m = f.manager;
+    pool::CreateSandbox req;
+    req.ttl = 1000ms;
+    const std::string short_id = m.create("alice", req).info.id;
+    const std::string kept_id = m.create("alice", req).info.id;
+    const std::string short_vm = vm_of(m, "alice", short_id);
+    const std::string kept_vm = vm_of(m, "alice", kept_id);
+
+    const auto before = m.get("alice", kept_id).info.expires;
+    const pool::Sandbox kept = m.keep_alive("alice", kept_id, 10s);
+    CHECK(kept.info.expires > before);
+    CHECK(error_of([&] { (void)m.keep_alive("bob", kept_id, 10s); }).code() == ErrorCode::not_found);
+
+    f.clock.advance(2s);
+    CHECK(error_of([&] { (void)m.get("alice", short_id); }).code() == ErrorCode::expired);  // due, not swept
+    m.sweep();
+    CHECK(f.world.was_destroyed(short_vm));
+    CHECK_FALSE(f.world.was_destroyed(kept_vm));
+    CHECK(error_of([&] { (void)m.get("alice", short_id); }).code() == ErrorCode::expired);
+    CHECK(error_of([&] { (void)m.exec_buffered("alice", short_id, sh("true"), {}); }).code() ==
+          ErrorCode::expired);
+    CHECK(m.get("alice", kept_id).info.state == SandboxState::running);
+    CHECK(m.stats().sandboxes_expired == 1);
+
+    f.clock.advance(20s);
+    m.sweep();
+    CHECK(f.world.was_destroyed(kept_vm));
+    CHECK(m.stats().live_sandboxes == 0);
+}
+
+TEST_CASE("pool: manager exec runs the command with merged env, defaults, caps, timeout and cancel") {
+    auto ms = manager_settings();
+    ms.max_output_bytes = 64;
+    ms.max_exec_timeout = 20s;
+    Fixture f(ms);
+    auto& m = f.manager;
+    pool::CreateSandbox req;
+    req.env = {{"A", "1"}, {"B", "2"}};
+    req.user = current_user();
+    const std::string id = m.create("alice", req).info.id;
+
+    pool::ExecCall argv;
+    argv.argv = {"/bin/echo", "hello", "world"};
+    auto r = m.exec_buffered("alice", id, argv, {});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "hello world\n");
+
+    auto env_call = sh("echo $A-$B-$C; id -un; pwd; cat; exit 7");
+    env_call.env = {{"B", "3"}, {"C", "4"}};
+    env_call.cwd = "/tmp";
+    env_call.stdin_data = "from stdin";
+    r = m.exec_buffered("alice", id, env_call, {});
+    CHECK(r.exit_code == 7);
+    CHECK(r.stdout_data == "1-3-4\n" + current_user() + "\n/tmp\nfrom stdin");
+
+    auto bad_user = sh("true");
+    bad_user.user = "no-such-user-s2";
+    CHECK(error_of([&] { (void)m.exec_buffered("alice", id, bad_user, {}); }).code() == ErrorCode::not_found);
+
+    // Output: the call's cap, and the service's cap above it.
+    auto loud = sh("printf '%0100d' 0");
+    loud.max_output_bytes = 10;
+    r = m.exec_buffered("alice", id, loud, {});
+    CHECK(r.stdout_data == std::string(10, '0'));
+    CHECK(r.stdout_truncated);
+    loud.max_output_bytes = 1 << 20;
+    r = m.exec_buffered("alice", id, loud, {});
+    CHECK(r.stdout_data.size() == 64);
+    CHECK(r.stdout_truncated);
+
+    // Streaming goes through the callbacks.
+    std::string streamed;
+    vmm::ExecCallbacks cb;
+    cb.on_stdout = [&](vmm::ByteView d) { streamed.append(d.begin(), d.end()); };
+    const auto streamed_result = m.exec("alice", id, sh("echo streamed"), cb, {});
+    CHECK(streamed_result.exit_code == 0);
+    CHECK(streamed == "streamed\n");
+
+    auto slow = sh("sleep 10");
+    slow.timeout = 200ms;
+    r = m.exec_buffered("alice", id, slow, {});
+    CHECK(r.timed_out);
+    slow.timeout = 21s;
+    const auto too_long = error_of([&] { (void)m.exec_buffered("alice", id, slow, {}); });
+    CHECK(too_long.code() == ErrorCode::invalid_argument);
+    CHECK(too_long.field() == std::optional<std::string>("timeout_ms"));
+    CHECK(error_of([&] { (void)m.exec_buffered("alice", id, pool::ExecCall{}, {}); }).field() ==
+          std::optional<std::string>("cmd"));
+
+    // A stop request (the client went away) kills the running command.
+    std::stop_source stop;
+    vmm::ExecCallbacks stop_when_started;
+    stop_when_started.on_started = [&](std::uint32_t) { stop.request_stop(); };
+    slow.timeout = 0ms;
+    const auto t0 = std::chrono::steady_clock::now();
+    const vmm::ExecResult stopped = m.exec("alice", id, slow, stop_when_started, stop.get_token());
+    CHECK(stopped.cancelled);
+    CHECK(std::chrono::steady_clock::now() - t0 < 8s);
+
+    const auto st = m.stats();
+    CHECK(st.execs >= 7);
+    std::uint64_t samples = 0;
+    for (auto n : st.exec_latency_buckets) samples += n;
+    CHECK(samples == st.execs);
+}
+
+TEST_CASE("pool: manager file calls round-trip and map guest errors") {
+    Fixture f;
+    auto& m = f.manager;
+    const std::string id = m.create("alice", {}).info.id;
+    const std::string dir = temp_dir();
+
+    const std::string content = "file content\n";
+    std::size_t sent = 0;
+    const vmm::DataSource source = [&](std::span<std::uint8_t> buf) {
+        const std::size_t n = std::min(buf.size(), content.size() - sent);
+        std::memcpy(buf.data(), content.data() + sent, n);
+        sent += n;
+        return n;
+    };
+    m.write_file("alice", id, {dir + "/sub/a.txt", 0640, true, false}, content.size(), source, {});
+    std::string back;
+    const auto rr = m.read_file("alice", id, {dir + "/sub/a.txt", 0, 0},
+                                [&](vmm::ByteView d) { back.append(d.begin(), d.end()); }, {});
+    CHECK(back == content);
+    CHECK(rr.total_bytes == content.size());
+    const proto::StatResult st = m.stat("alice", id, dir + "/sub/a.txt");
+    CHECK(st.type == proto::FileType::file);
+    CHECK(st.size == content.size());
+    CHECK(st.mode == 0640);
+
+    m.mkdir("alice", id, dir + "/d", false, 0755);
+    m.move("alice", id, dir + "/sub/a.txt", dir + "/d/b.txt");
+    const proto::DirEntries listed = m.list_dir("alice", id, dir + "/d");
+    REQUIRE(listed.entries.size() == 1);
+    CHECK(listed.entries[0].name == "b.txt");
+
+    const auto missing = error_of([&] { (void)m.stat("alice", id, dir + "/nope"); });
+    CHECK(missing.code() == ErrorCode::not_found);
+    CHECK(missing.message().find(dir + "/nope") != std::string::npos);
+    CHECK(error_of([&] { m.mkdir("alice", id, dir + "/d", false, 0755); }).code() == ErrorCode::conflict);
+    CHECK(error_of([&] { m.remove_path("alice", id, dir + "/d", false); }).code() == ErrorCode::conflict);
+    const auto relative = error_of([&] { (void)m.stat("alice", id, "relative/path"); });
+    CHECK(relative.code() == ErrorCode::invalid_argument);
+    CHECK(relative.field() == std::optional<std::string>("path"));
+    CHECK(error_of([&] { m.move("alice", id, dir + "/d", "x"); }).field() ==
+          std::optional<std::string>("to"));
+
+    m.remove_path("alice", id, dir, true);
+    CHECK_FALSE(std::filesystem::exists(dir));
+    // The sandbox is still fine after guest errors.
+    CHECK(m.get("alice", id).info.state == SandboxState::running);
+}
+
+TEST_CASE("pool: manager fork clones count, caps, owner and labels, and rolls back on failure") {
+    auto ms = manager_settings();
+    ms.registry.max_per_key = 4;
+    Fixture f(ms);
+    auto& m = f.manager;
+    pool::CreateSandbox req;
+    req.labels = {{"app", "x"}};
+    req.env = {{"E", "1"}};
+    const std::string src = m.create("alice", req).info.id;
+
+    pool::ForkSandbox two;
+    two.count = 2;
+    const auto clones = m.fork("alice", src, two);
+    REQUIRE(clones.size() == 2);
+    for (const auto& c : clones) {
+        CHECK(c.info.owner == "alice");
+        CHECK(c.info.labels == pool::Labels{{"app", "x"}});
+        CHECK(c.env == pool::EnvMap{{"E", "1"}});
+        CHECK(c.info.state == SandboxState::running);
+        CHECK(m.get("alice", c.info.id).info.id == c.info.id);
+        CHECK(error_of([&] { (void)m.get("bob", c.info.id); }).code() == ErrorCode::not_found);
+        CHECK(m.exec_buffered("alice", c.info.id, sh("echo $E"), {}).stdout_data == "1\n");
+    }
+    {
+        const std::lock_guard lock(f.world.mutex);
+        CHECK(f.world.vm_forks == 2);
+    }
+    auto st = m.stats();
+    CHECK(st.sandbox_forks == 2);
+    std::uint64_t samples = 0;
+    for (auto n : st.fork_latency_buckets) samples += n;
+    CHECK(samples == 2);
+
+    pool::ForkSandbox labelled;
+    labelled.labels = {{"role", "clone"}};
+    const auto third = m.fork("alice", src, labelled);
+    CHECK(third.at(0).info.labels == pool::Labels{{"role", "clone"}});
+
+    // 4 live now (max_per_key 4): one more clone hits the cap, nothing is kept.
+    const int live_before = f.world.live.load();
+    CHECK(error_of([&] { (void)m.fork("alice", src, {}); }).code() == ErrorCode::rate_limited);
+    CHECK(f.manager.stats().live_sandboxes == 4);
+
+    pool::ForkSandbox too_many;
+    too_many.count = 4;
+    CHECK(error_of([&] { (void)m.fork("alice", src, too_many); }).field() ==
+          std::optional<std::string>("count"));
+    too_many.count = 0;
+    CHECK(error_of([&] { (void)m.fork("alice", src, too_many); }).field() ==
+          std::optional<std::string>("count"));
+    CHECK(error_of([&] { (void)m.fork("bob", src, {}); }).code() == ErrorCode::not_found);
+
+    // A failure at the second clone destroys the first.
+    m.remove("alice", third.at(0).info.id);
+    m.remove("alice", clones.at(0).info.id);
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.vm_fork_fail_at = f.world.vm_forks + 2;
+    }
+    CHECK(error_of([&] { (void)m.fork("alice", src, two); }).code() == ErrorCode::internal);
+    CHECK(m.stats().live_sandboxes == 2);
+    CHECK(m.list("alice", {}).sandboxes.size() == 2);
+    CHECK(m.stats().fork_failures == 1);
+    CHECK(f.world.live.load() <= live_before);
+}
+
+TEST_CASE("pool: manager fork waits for in-flight calls, then answers busy; later calls queue behind it") {
+    auto ms = manager_settings();
+    ms.fork_wait = 500ms;
+    Fixture f(ms);
+    auto& m = f.manager;
+    const std::string src = m.create("alice", {}).info.id;
+
+    std::mutex mu;
+    std::condition_variable cv;
+    bool running = false;
+    vmm::ExecCallbacks cb;
+    cb.on_started = [&](std::uint32_t) {
+        {
+            const std::lock_guard lock(mu);
+            running = true;
+        }
+        cv.notify_all();
+    };
+    vmm::ExecResult long_result;
+    std::thread runner([&] { long_result = m.exec("alice", src, sh("sleep 2"), cb, {}); });
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, 10s, [&] { return running; }));
+    }
+    const auto busy = error_of([&] { (void)m.fork("alice", src, {}); });
+    CHECK(busy.code() == ErrorCode::conflict);
+    runner.join();
+    CHECK(long_result.exit_code == 0);  // the busy answer did not disturb it
+    CHECK(m.stats().fork_failures == 0);
+
+    // A short call finishes within fork_wait: the fork waits for it and succeeds.
+    std::thread quick([&] { (void)m.exec_buffered("alice", src, sh("sleep 0.05"), {}); });
+    std::this_thread::sleep_for(10ms);
+    CHECK(m.fork("alice", src, {}).size() == 1);
+    quick.join();
+
+    // A call arriving while a (slow) fork runs waits until the fork is done.
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.vm_fork_delay = 400ms;
+    }
+    std::atomic<std::int64_t> fork_done_ns{0};
+    std::thread forker([&] {
+        (void)m.fork("alice", src, {});
+        fork_done_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+    });
+    {
+        std::unique_lock lock(f.world.mutex);
+        REQUIRE(f.world.cv.wait_for(lock, 10s, [&] { return f.world.in_vm_fork == 1; }));
+    }
+    (void)m.exec_buffered("alice", src, sh("true"), {});
+    const auto exec_done_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+    forker.join();
+    CHECK(fork_done_ns.load() != 0);
+    CHECK(exec_done_ns >=
+          fork_done_ns.load() - 50'000'000);  // the fork returns just after releasing the gate
+}
+
+TEST_CASE("pool: manager marks a sandbox broken when its VM dies and destroys the VM") {
+    Fixture f;
+    auto& m = f.manager;
+    const std::string a = m.create("alice", {}).info.id;
+    const std::string b = m.create("alice", {}).info.id;
+    const std::string vm_a = vm_of(m, "alice", a);
+    const std::string vm_b = vm_of(m, "alice", b);
+
+    // Found by the next call.
+    f.world.kill_agent(vm_a);
+    const auto e = error_of([&] {
+        for (int i = 0; i < 100; ++i) {
+            (void)m.exec_buffered("alice", a, sh("true"), {});
+            std::this_thread::sleep_for(20ms);
+        }
+    });
+    CHECK(e.code() == ErrorCode::vm_broken);
+    const pool::Sandbox broken = m.get("alice", a);
+    CHECK(broken.info.state == SandboxState::broken);
+    CHECK_FALSE(broken.info.broken_reason.empty());
+    CHECK(f.world.destroyed_soon(vm_a));
+    CHECK(error_of([&] { (void)m.stat("alice", a, "/"); }).code() == ErrorCode::vm_broken);
+    CHECK(error_of([&] { (void)m.keep_alive("alice", a, 1s); }).code() == ErrorCode::vm_broken);
+    CHECK(m.console_tail("alice", a) == "console of " + vm_a);  // kept for diagnosis
+
+    // Found by the sweeper without any call.
+    f.world.kill_agent(vm_b);
+    bool seen = false;
+    for (int i = 0; i < 250 && !seen; ++i) {
+        seen = m.get("alice", b).info.state == SandboxState::broken;
+        if (!seen) std::this_thread::sleep_for(20ms);
+    }
+    CHECK(seen);
+    CHECK(m.get("alice", b).info.broken_reason == "VM stopped");
+    CHECK(f.world.destroyed_soon(vm_b));
+
+    m.remove("alice", a);
+    CHECK(error_of([&] { (void)m.get("alice", a); }).code() == ErrorCode::not_found);
+}
+
+TEST_CASE("pool: manager remove during a running exec cuts it off; shutdown destroys every VM") {
+    Fixture f;
+    auto& m = f.manager;
+    const std::string a = m.create("alice", {}).info.id;
+    const std::string b = m.create("bob", {}).info.id;
+    (void)m.fork("alice", a, {});
+
+    std::optional<ServiceError> cut;
+    std::thread runner([&] {
+        try {
+            (void)m.exec_buffered("alice", a, sh("sleep 20"), {});
+        } catch (const ServiceError& e) {
+            cut = e;
+        }
+    });
+    std::this_thread::sleep_for(300ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.remove("alice", a);
+    runner.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+    REQUIRE(cut.has_value());
+    CHECK(cut->code() == ErrorCode::not_found);
+
+    std::thread long_exec([&] {
+        try {
+            (void)m.exec_buffered("bob", b, sh("sleep 20"), {});
+        } catch (const ServiceError&) {  // unavailable: shut down under it
+        }
+    });
+    std::this_thread::sleep_for(300ms);
+    m.shutdown();
+    long_exec.join();
+    CHECK_FALSE(m.ready());
+    CHECK(error_of([&] { (void)m.create("alice", {}); }).code() == ErrorCode::unavailable);
+    CHECK(error_of([&] { (void)m.exec_buffered("bob", b, sh("true"), {}); }).code() ==
+          ErrorCode::unavailable);
+    f.warm.shutdown();
+    CHECK(f.world.live.load() == 0);
+}
