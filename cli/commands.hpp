@@ -9,6 +9,7 @@ namespace forkvm::cli {
 int bench(std::span<char*> args);  // bench fork
 int kvm_info(std::span<char*> args);
 int run(std::span<char*> args);
+int serve(std::span<char*> args);     // the REST API server
 int snapshot(std::span<char*> args);  // snapshot create | run
 int version(std::span<char*> args);
 int vmm_process(std::span<char*> args);

@@ -13,6 +13,7 @@ constexpr forkvm::cli::Subcommand kCommands[] = {
     {"bench", "measure fork, restore and memory per clone", forkvm::cli::bench},
     {"kvm-info", "check /dev/kvm and print what this host's KVM offers", forkvm::cli::kvm_info},
     {"run", "boot a microVM, run a command in it, exit with its status", forkvm::cli::run},
+    {"serve", "run the REST API server over a warm pool of VMs", forkvm::cli::serve},
     {"snapshot", "write a booted VM's snapshot, or run a command in a restored one", forkvm::cli::snapshot},
     {"version", "print the version", forkvm::cli::version},
     {"vmm", "(internal) the body of one VM process", forkvm::cli::vmm_process},

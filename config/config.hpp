@@ -59,6 +59,7 @@ struct SandboxConfig {
     std::chrono::milliseconds default_ttl{0};
     std::chrono::milliseconds max_ttl{0};
     int max_fork_count = 0;
+    std::uint64_t min_free_memory = 0;  // bytes of host MemAvailable kept free
     bool operator==(const SandboxConfig&) const = default;
 };
 

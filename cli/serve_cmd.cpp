@@ -1,0 +1,238 @@
+// forkvm serve: the REST API over a warm pool of forked VMs (docs/api.md).
+//
+// Startup: configuration (file, FORKVM_* environment, flags) -> the golden
+// snapshot (cached, or a golden VM booted once) -> a zygote restored from it
+// -> the warm pool forking from the zygote -> the HTTP server. SIGTERM or
+// SIGINT stop it gracefully: no new connections, in-flight requests end
+// within server.shutdown_deadline, then every VM is destroyed.
+//
+// VM processes are started with posix_spawn (the golden VM and the zygote)
+// or forked from the single-threaded zygote VM process (every clone) —
+// never by forking this multithreaded server.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <spdlog/spdlog.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "cli/guest_defaults.hpp"
+#include "cli/log_setup.hpp"
+#include "cli/vm_options.hpp"
+#include "config/config.hpp"
+#include "pool/golden_snapshot.hpp"
+#include "pool/sandbox_manager.hpp"
+#include "pool/service_error.hpp"
+#include "pool/warm_pool.hpp"
+#include "server/http_server.hpp"
+#include "server/server_options.hpp"
+
+extern char** environ;
+
+namespace forkvm::cli {
+namespace {
+
+vmm::VmConfig vm_config_from(const config::Config& c) {
+    vmm::VmConfig vm;
+    vm.kernel_path = c.vm.kernel.empty() ? default_kernel() : c.vm.kernel;
+    vm.initrd_path = c.vm.initrd.empty() ? default_initrd() : c.vm.initrd;
+    vm.memory_mb = static_cast<std::uint64_t>(c.vm.memory_mb);
+    vm.vcpu_count = static_cast<unsigned>(c.vm.vcpus);
+    return vm;
+}
+
+pool::PoolSettings pool_settings_from(const config::Config& c) {
+    pool::PoolSettings p;
+    p.min_warm = static_cast<std::size_t>(c.pool.min_warm);
+    p.max_warm = static_cast<std::size_t>(c.pool.max_warm);
+    p.refill_concurrency = static_cast<std::size_t>(c.pool.refill_concurrency);
+    p.lease_wait = c.pool.lease_wait;
+    return p;
+}
+
+pool::ManagerSettings manager_settings_from(const config::Config& c) {
+    pool::ManagerSettings m;
+    m.registry.max_sandboxes = static_cast<std::size_t>(c.sandbox.max_sandboxes);
+    m.registry.max_per_key = static_cast<std::size_t>(c.sandbox.max_per_key);
+    m.registry.default_ttl = c.sandbox.default_ttl;
+    m.registry.max_ttl = c.sandbox.max_ttl;
+    m.max_fork_count = static_cast<std::size_t>(c.sandbox.max_fork_count);
+    m.max_output_bytes = server::server_options_from(c).max_exec_output_bytes;
+    m.min_free_memory = c.sandbox.min_free_memory;
+    return m;
+}
+
+// Logs "pool warming N/M" as the pool fills, until it is full or `stop`.
+void log_warming(const pool::WarmPool& pool, const std::stop_token& stop) {
+    const std::size_t target = pool.settings().min_warm;
+    std::size_t shown = static_cast<std::size_t>(-1);
+    while (!stop.stop_requested()) {
+        const std::size_t warm = std::min(pool.stats().warm, target);
+        if (warm != shown) {
+            shown = warm;
+            spdlog::info("pool warming {}/{}", warm, target);
+            if (warm >= target) {
+                spdlog::info("pool warm: {} VMs ready", warm);
+                return;
+            }
+        }
+        pool.wait_warm(warm + 1, std::chrono::milliseconds(200));
+    }
+}
+
+// Under scripts/with-kvm's emulated KVM host (no /dev/kvm on this machine).
+void banner_if_emulated() {
+    const char* emulated = std::getenv("WITH_KVM_EMULATED");
+    if (emulated == nullptr || std::string(emulated) != "1") return;
+    spdlog::warn("*****************************************************************");
+    spdlog::warn("* forkvm runs inside an EMULATED KVM host (QEMU TCG, nested SVM):");
+    spdlog::warn("* everything is 10-100x slower than on a real KVM host. Use it to");
+    spdlog::warn("* try the API, never to judge latency.");
+    spdlog::warn("*****************************************************************");
+}
+
+// SIGTERM and SIGINT, taken by a thread of their own (sigwait) and blocked
+// everywhere else: the mask is set before any other thread starts, so every
+// thread inherits it. Before the server runs (a golden boot can take
+// minutes), a signal ends the process at once: every VM process dies with
+// us (PR_SET_PDEATHSIG) and the next start removes a half-written snapshot.
+// Once running, it hands the signal to wait_running() for a graceful stop.
+class StopSignals {
+public:
+    StopSignals() {
+        sigemptyset(&set_);
+        sigaddset(&set_, SIGTERM);
+        sigaddset(&set_, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~StopSignals() {
+        // Wake the thread with a signal of ours if none came.
+        bool wake = false;
+        {
+            const std::lock_guard lock(mutex_);
+            done_ = true;
+            wake = received_ == 0;
+        }
+        if (wake) pthread_kill(thread_.native_handle(), SIGTERM);
+        thread_.join();
+    }
+    StopSignals(const StopSignals&) = delete;
+    StopSignals& operator=(const StopSignals&) = delete;
+
+    // Marks the server as running and blocks until a stop signal arrives.
+    int wait_running() {
+        std::unique_lock lock(mutex_);
+        running_ = true;
+        cv_.wait(lock, [this] { return received_ != 0; });
+        return received_;
+    }
+
+private:
+    void run() {
+        int sig = 0;
+        sigwait(&set_, &sig);
+        std::unique_lock lock(mutex_);
+        if (done_) return;
+        if (!running_) {
+            spdlog::warn("{} during startup: exiting now", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            spdlog::default_logger()->flush();
+            std::_Exit(128 + sig);
+        }
+        received_ = sig;
+        cv_.notify_all();
+    }
+
+    sigset_t set_{};
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool running_ = false;
+    bool done_ = false;
+    int received_ = 0;
+};
+
+int serve_main(const config::LoadResult& loaded) {
+    const config::Config& c = loaded.config;
+    setup_logging(c.log.level, c.log.format);
+    banner_if_emulated();
+    if (!loaded.config_file.empty()) spdlog::info("config file {}", loaded.config_file);
+    if (c.auth.api_keys.empty()) {
+        spdlog::error("no API keys: set auth.api_keys in the config file or FORKVM_API_KEYS");
+        return 2;
+    }
+
+    StopSignals stop_signals;
+    const server::ServerOptions server_options = server::server_options_from(c);
+
+    pool::GoldenSettings golden;
+    golden.vm = vm_config_from(c);
+    golden.cache_root = (std::filesystem::path(c.data_dir) / "golden").string();
+    golden.product_version = FORKVM_VERSION;
+    golden.source.spawn = spawn_options(false);
+    auto source = pool::open_golden_source(golden, [](const std::string& line) { spdlog::info("{}", line); });
+    spdlog::info("zygote restored from {} (pid {})", source.snapshot_dir, source.source->zygote_pid());
+
+    pool::WarmPool warm_pool(*source.source, pool_settings_from(c));
+    pool::SandboxManager manager(warm_pool, manager_settings_from(c));
+    std::jthread warming([&warm_pool](const std::stop_token& stop) { log_warming(warm_pool, stop); });
+
+    server::HttpServer http(server_options, manager);
+    http.start();
+    spdlog::info("listening on http://{}:{}", server_options.host, http.port());
+
+    const int sig = stop_signals.wait_running();
+    spdlog::info("{} received: stopping (deadline {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                 c.server.shutdown_deadline.count());
+    warming.request_stop();
+    http.stop(c.server.shutdown_deadline);
+    manager.shutdown();
+    warm_pool.shutdown();
+    spdlog::info("stopped: every VM destroyed");
+    return 0;
+}
+
+}  // namespace
+
+int serve(std::span<char*> args) {
+    config::LoadResult loaded;
+    try {
+        std::vector<std::string> argv(args.begin(), args.end());
+        loaded = config::load(argv, config::environment_from(environ));
+    } catch (const config::ConfigError& e) {
+        for (const auto& p : e.problems()) std::fprintf(stderr, "forkvm serve: %s\n", p.to_string().c_str());
+        return 2;
+    }
+    if (loaded.show_help) {
+        std::printf("usage: forkvm serve [--config FILE] [--print-config] [--KEY VALUE]...\n\n%s",
+                    config::help_text().c_str());
+        return 0;
+    }
+    if (loaded.print_config) {
+        std::printf("%s\n", config::to_json(loaded.config, true).c_str());
+        return 0;
+    }
+    try {
+        return serve_main(loaded);
+    } catch (const pool::ServiceError& e) {
+        spdlog::error("forkvm serve: {}{}", e.field() ? *e.field() + ": " : "", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        spdlog::error("forkvm serve: {}", e.what());
+        return 1;
+    }
+}
+
+}  // namespace forkvm::cli
