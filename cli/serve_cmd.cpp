@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -108,7 +109,8 @@ void banner_if_emulated() {
 // thread inherits it. Before the server runs (a golden boot can take
 // minutes), a signal ends the process at once: every VM process dies with
 // us (PR_SET_PDEATHSIG) and the next start removes a half-written snapshot.
-// Once running, it hands the signal to wait_running() for a graceful stop.
+// Once running, the first signal starts a graceful stop (wait_running()
+// returns it); a second one ends the process at once.
 class StopSignals {
 public:
     StopSignals() {
@@ -119,14 +121,11 @@ public:
         thread_ = std::thread([this] { run(); });
     }
     ~StopSignals() {
-        // Wake the thread with a signal of ours if none came.
-        bool wake = false;
         {
             const std::lock_guard lock(mutex_);
             done_ = true;
-            wake = received_ == 0;
         }
-        if (wake) pthread_kill(thread_.native_handle(), SIGTERM);
+        pthread_kill(thread_.native_handle(), SIGTERM);  // wakes its sigwait
         thread_.join();
     }
     StopSignals(const StopSignals&) = delete;
@@ -142,18 +141,23 @@ public:
 
 private:
     void run() {
-        int sig = 0;
-        sigwait(&set_, &sig);
-        std::unique_lock lock(mutex_);
-        if (done_) return;
-        if (!running_) {
-            spdlog::warn("{} during startup: exiting now", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            spdlog::default_logger()->flush();
-            std::_Exit(128 + sig);
+        for (;;) {
+            int sig = 0;
+            sigwait(&set_, &sig);
+            const std::unique_lock lock(mutex_);
+            if (done_) return;
+            if (!running_ || received_ != 0) {
+                spdlog::warn("{} {}: exiting now", signal_name(sig),
+                             running_ ? "again during the stop" : "during startup");
+                spdlog::default_logger()->flush();
+                std::_Exit(128 + sig);
+            }
+            received_ = sig;
+            cv_.notify_all();
         }
-        received_ = sig;
-        cv_.notify_all();
     }
+
+    static const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
 
     sigset_t set_{};
     std::thread thread_;
@@ -163,6 +167,27 @@ private:
     bool done_ = false;
     int received_ = 0;
 };
+
+// Lets as many connections as configured open without starving VM
+// processes and agent sockets of descriptors: the soft limit goes up to the
+// hard one, and a warning says if max_connections still does not fit.
+void raise_fd_limit(std::size_t max_connections) {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+        ::getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    constexpr rlim_t kReserve = 1024;  // VM processes, agent and control sockets, files
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserve) {
+        spdlog::warn(
+            "open file limit {} is low for server.max_connections = {} (+{} for VMs): raise "
+            "RLIMIT_NOFILE or lower max_connections",
+            static_cast<unsigned long long>(limit.rlim_cur), max_connections,
+            static_cast<unsigned long long>(kReserve));
+    }
+}
 
 int serve_main(const config::LoadResult& loaded) {
     const config::Config& c = loaded.config;
@@ -176,6 +201,7 @@ int serve_main(const config::LoadResult& loaded) {
 
     StopSignals stop_signals;
     const server::ServerOptions server_options = server::server_options_from(c);
+    raise_fd_limit(server_options.max_connections);
 
     pool::GoldenSettings golden;
     golden.vm = vm_config_from(c);
@@ -197,7 +223,21 @@ int serve_main(const config::LoadResult& loaded) {
     spdlog::info("{} received: stopping (deadline {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                  c.server.shutdown_deadline.count());
     warming.request_stop();
-    http.stop(c.server.shutdown_deadline);
+    {
+        // Requests still running at the deadline may be blocked in agent
+        // calls that take no stop token (file operations): closing every
+        // sandbox's channel then makes them return, so http.stop() can
+        // join its workers.
+        std::jthread cut_off([&manager, deadline = c.server.shutdown_deadline](const std::stop_token& st) {
+            std::mutex m;
+            std::unique_lock lock(m);
+            std::condition_variable_any cv;
+            if (!cv.wait_for(lock, st, deadline, [] { return false; })) {
+                if (!st.stop_requested()) manager.shutdown();
+            }
+        });
+        http.stop(c.server.shutdown_deadline);
+    }
     manager.shutdown();
     warm_pool.shutdown();
     spdlog::info("stopped: every VM destroyed");

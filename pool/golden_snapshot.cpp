@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -78,8 +79,9 @@ void remove_stale_temporaries(const fs::path& root) {
         const auto at = name.rfind(".tmp-");
         if (at == std::string::npos) continue;
         const std::string pid_text = name.substr(at + 5);
-        if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
-        const auto pid = static_cast<pid_t>(std::stol(pid_text));
+        pid_t pid = 0;
+        const auto parsed = std::from_chars(pid_text.data(), pid_text.data() + pid_text.size(), pid);
+        if (parsed.ec != std::errc() || parsed.ptr != pid_text.data() + pid_text.size() || pid <= 0) continue;
         if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) remove_quietly(entry.path());
     }
 }

@@ -808,7 +808,15 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
         throw to_service_error(err);
     } catch (const std::exception& ex) {
         undo();
-        throw ServiceError::internal(std::string("fork failed: ") + ex.what());
+        // The VM process refuses a fork while bytes still move on the agent
+        // channel (an exec the host gave up on may still be talking): the
+        // sandbox is busy, try again. Anything else failed in the VM layer.
+        const std::string what = ex.what();
+        if (what.find("agent channel busy") != std::string::npos) {
+            throw ServiceError(ErrorCode::conflict,
+                               "sandbox '" + id + "' is busy: its agent channel is in use");
+        }
+        throw ServiceError(ErrorCode::vm_broken, "fork of '" + id + "' failed: " + what);
     }
     return out;
 }

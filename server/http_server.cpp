@@ -3,6 +3,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <mutex>
@@ -27,6 +28,7 @@ public:
         : context_(std::move(options), service, std::string(openapi_yaml())),
           ioc_(),
           acceptor_(asio::make_strand(ioc_)),
+          accept_retry_(acceptor_.get_executor()),
           work_(asio::make_work_guard(ioc_)) {}
 
     ~Impl() { stop(context_.options.shutdown_deadline); }
@@ -57,7 +59,7 @@ public:
         started_ = true;
         accept();
         const auto threads = std::max<std::size_t>(context_.options.io_threads, 1);
-        for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { ioc_.run(); });
+        for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run_io(); });
         spdlog::info("http: listening on {}:{} ({} io threads, {} workers)", context_.options.host, port_,
                      threads, context_.options.worker_threads);
     }
@@ -71,6 +73,7 @@ public:
         asio::post(acceptor_.get_executor(), [this] {
             error_code ignored;
             acceptor_.close(ignored);
+            accept_retry_.cancel();
         });
         for (const auto& session : context_.sessions()) session->close_if_idle();
         if (!context_.wait_sessions_gone(until)) {
@@ -108,11 +111,39 @@ private:
                     std::make_shared<HttpSession>(std::move(socket), context_)->start();
                 }
             } else {
-                // EMFILE and friends: keep accepting; the next try may work.
-                spdlog::warn("http: accept failed: {}", ec.message());
+                // EMFILE and friends: the pending connection stays queued, so
+                // an immediate retry would fail again at once and spin. Wait
+                // a little (a connection may close meanwhile), and log once
+                // per burst, not per try.
+                if (!accept_failing_)
+                    spdlog::warn("http: accept failed: {} (retrying every 100 ms)", ec.message());
+                accept_failing_ = true;
+                accept_retry_.expires_after(std::chrono::milliseconds(100));
+                accept_retry_.async_wait([this](error_code wait_ec) {
+                    if (!wait_ec) accept();
+                });
+                return;
             }
+            accept_failing_ = false;
             accept();
         });
+    }
+
+    // An exception escaping a handler (bad_alloc in a parser, say) must not
+    // end an io thread (and std::terminate the server with every sandbox):
+    // log it and keep running the loop. The session it hit is dropped with
+    // its handler.
+    void run_io() {
+        for (;;) {
+            try {
+                ioc_.run();
+                return;
+            } catch (const std::exception& e) {
+                spdlog::error("http: an io handler threw: {}", e.what());
+            } catch (...) {
+                spdlog::error("http: an io handler threw a non-standard exception");
+            }
+        }
     }
 
     // Over the connection cap: a short 503 and close.
@@ -138,6 +169,8 @@ private:
     ServerContext context_;
     asio::io_context ioc_;
     tcp::acceptor acceptor_;
+    asio::steady_timer accept_retry_;  // on the acceptor's strand
+    bool accept_failing_ = false;      // only touched on the acceptor's strand
     asio::executor_work_guard<asio::io_context::executor_type> work_;
     std::vector<std::thread> threads_;
     std::mutex mutex_;

@@ -542,7 +542,8 @@ void HttpSession::close_if_idle() {
 }
 
 void HttpSession::force_close() {
-    stop_.request_stop();
+    // Only on the session's executor: read_request() replaces stop_ there,
+    // so touching it from this (foreign) thread would race.
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
         self->stop_.request_stop();
         self->close_now("shutdown deadline");

@@ -45,9 +45,23 @@ void histogram(std::string& out, std::string_view name, std::string_view help, c
 
 }  // namespace
 
+namespace {
+
+// The method label comes from a fixed set: the method token is the client's
+// choice (up to the header limit), and a label per distinct token would let
+// anyone grow the metrics without bound.
+std::string_view method_label(std::string_view method) noexcept {
+    for (std::string_view known : {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+        if (method == known) return known;
+    }
+    return "other";
+}
+
+}  // namespace
+
 void ServerMetrics::record_request(std::string_view method, std::string_view route, int status) {
     const std::lock_guard lock(mutex_);
-    ++requests_[{std::string(method), std::string(route), status}];
+    ++requests_[{std::string(method_label(method)), std::string(route), status}];
 }
 
 void ServerMetrics::record_error(std::string_view code) {

@@ -54,10 +54,11 @@ namespace {
 struct World {
     std::mutex mutex;
     std::condition_variable cv;
-    std::atomic<int> live{0};   // fake VMs made and not destroyed
-    bool source_fails = false;  // fork_paused throws
-    int vm_forks = 0;           // PooledVm::fork calls
-    int vm_fork_fail_at = -1;   // the vm_forks value at which PooledVm::fork throws
+    std::atomic<int> live{0};                    // fake VMs made and not destroyed
+    bool source_fails = false;                   // fork_paused throws
+    int vm_forks = 0;                            // PooledVm::fork calls
+    int vm_fork_fail_at = -1;                    // the vm_forks value at which PooledVm::fork throws
+    std::string vm_fork_error = "clone failed";  // what a failing fork throws
     int in_vm_fork = 0;
     std::chrono::milliseconds vm_fork_delay{0};
     std::set<std::string> destroyed;
@@ -151,7 +152,7 @@ public:
             delay = world_.vm_fork_delay;
             if (world_.vm_forks == world_.vm_fork_fail_at) {
                 --world_.in_vm_fork;
-                throw std::runtime_error("clone failed");
+                throw std::runtime_error(world_.vm_fork_error);
             }
         }
         world_.cv.notify_all();
@@ -645,11 +646,21 @@ TEST_CASE("pool: manager fork clones count, caps, owner and labels, and rolls ba
         const std::lock_guard lock(f.world.mutex);
         f.world.vm_fork_fail_at = f.world.vm_forks + 2;
     }
-    CHECK(error_of([&] { (void)m.fork("alice", src, two); }).code() == ErrorCode::internal);
+    CHECK(error_of([&] { (void)m.fork("alice", src, two); }).code() == ErrorCode::vm_broken);
     CHECK(m.stats().live_sandboxes == 2);
     CHECK(m.list("alice", {}).sandboxes.size() == 2);
     CHECK(m.stats().fork_failures == 1);
     CHECK(f.world.live.load() <= live_before);
+
+    // The VM process refusing because its agent channel still carries bytes
+    // is a busy sandbox (409), not a broken one.
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.vm_fork_fail_at = f.world.vm_forks + 1;
+        f.world.vm_fork_error = "agent channel busy: a fork needs it idle";
+    }
+    CHECK(error_of([&] { (void)m.fork("alice", src, two); }).code() == ErrorCode::conflict);
+    CHECK(m.stats().live_sandboxes == 2);
 }
 
 TEST_CASE("pool: manager fork waits for in-flight calls, then answers busy; later calls queue behind it") {

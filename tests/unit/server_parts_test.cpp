@@ -5,6 +5,7 @@
 #include "server/auth.hpp"
 #include "server/encoding.hpp"
 #include "server/json_output.hpp"
+#include "server/metrics.hpp"
 #include "server/query.hpp"
 #include "server/request_decode.hpp"
 #include "server/request_id.hpp"
@@ -190,4 +191,14 @@ TEST_CASE("server: auth owner ids, bearer parsing, request ids, redaction, liste
     CHECK(options.api_keys == std::vector<std::string>{"k"});
     config.server.tls_cert = "/etc/cert.pem";
     CHECK(field_of([&] { server_options_from(config); }) == "server.tls_cert");
+}
+
+TEST_CASE("server: metrics label unknown methods 'other' so clients cannot grow them") {
+    forkvm::server::ServerMetrics metrics;
+    for (int i = 0; i < 50; ++i) metrics.record_request("X" + std::to_string(i), "unmatched", 404);
+    metrics.record_request("GET", "/healthz", 200);
+    const std::string text = metrics.render({});
+    CHECK(text.find("method=\"other\",route=\"unmatched\",status=\"404\"} 50") != std::string::npos);
+    CHECK(text.find("method=\"GET\",route=\"/healthz\"") != std::string::npos);
+    CHECK(text.find("X1") == std::string::npos);
 }
