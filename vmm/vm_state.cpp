@@ -30,6 +30,7 @@ static_assert(sizeof(kvm_xcrs) == 392 && sizeof(kvm_debugregs) == 128 && sizeof(
 static_assert(sizeof(kvm_vcpu_events) == 64 && sizeof(kvm_irqchip) == 520 && sizeof(kvm_pit_state2) == 112);
 static_assert(sizeof(kvm_clock_data) == 48 && sizeof(kvm_cpuid_entry2) == 40 && sizeof(kvm_msr_entry) == 16);
 
+constexpr std::uint32_t kMsrTsc = 0x10;
 constexpr std::uint32_t kMsrTscDeadline = 0x6e0;
 
 // Bounds for the variable-length sections. KVM itself allows 256 CPUID
@@ -291,7 +292,20 @@ void restore_vcpu_state(const Vcpu& vcpu, unsigned index, const StateFile& state
     // timer is already in TSC-deadline mode.
     vcpu.set_lapic(state.get_struct<kvm_lapic_state>(tag_of(index, "lapic")));
     // In saved order: snapshot_msr_indices put TSC_DEADLINE after the TSC.
-    vcpu.set_msrs(decode_counted<kvm_msr_entry>(state, tag_of(index, "msrs"), kMaxMsrEntries));
+    const auto msrs = decode_counted<kvm_msr_entry>(state, tag_of(index, "msrs"), kMaxMsrEntries);
+    // KVM treats a host write of MSR_IA32_TSC within one second's worth of
+    // cycles of what it expects (a new VM: about 0) as "synchronize with the
+    // other vCPUs" and drops the value, so a snapshot taken less than a
+    // second after boot would restore with its TSC near 0: guest time would
+    // run backwards. Writing a value 10 s ahead first (far from expected:
+    // honoured) makes the real value far from the new expectation too.
+    for (const auto& entry : msrs) {
+        if (entry.index != kMsrTsc) continue;
+        kvm_msr_entry ahead = entry;
+        ahead.data = entry.data + std::uint64_t{10} * 1000 * vcpu.get_tsc_khz();
+        vcpu.set_msrs(std::span<const kvm_msr_entry>(&ahead, 1));
+    }
+    vcpu.set_msrs(msrs);
 
     // KVM_GET_VCPU_EVENTS does not mark the pending NMI and SIPI vector as
     // valid, so KVM_SET_VCPU_EVENTS would skip them: mark them (as QEMU does).
