@@ -549,6 +549,15 @@ TEST_CASE("server: lease, exec and delete cycles at concurrency 8 finish without
         300s);
     CHECK(settled);
     CHECK(open_fds(server) <= fds_before + 4);  // a few kept-alive client sockets may linger
+    // No file is left behind either: the data folder holds the one golden
+    // snapshot, nothing else.
+    std::vector<std::string> data_entries;
+    for (const auto& e : fs::recursive_directory_iterator(fixture().dir / "data")) {
+        data_entries.push_back(fs::relative(e.path(), fixture().dir / "data").string());
+    }
+    INFO("data folder: " << nlohmann::json(data_entries).dump());
+    CHECK(data_entries.size() == 5);  // golden/, golden/golden-<key>/ and its 3 files
+    for (const auto& name : data_entries) CHECK(name.find(".tmp-") == std::string::npos);
 }
 
 TEST_CASE("server: every recorded response matches the OpenAPI document") {
