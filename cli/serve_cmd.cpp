@@ -39,6 +39,7 @@
 #include "pool/warm_pool.hpp"
 #include "server/http_server.hpp"
 #include "server/server_options.hpp"
+#include "server/tls_context.hpp"
 
 extern char** environ;
 
@@ -202,6 +203,9 @@ int serve_main(const config::LoadResult& loaded) {
     StopSignals stop_signals;
     const server::ServerOptions server_options = server::server_options_from(c);
     raise_fd_limit(server_options.max_connections);
+    // Bad certificate files fail now, not after minutes of golden VM boot.
+    if (!server_options.tls_cert.empty())
+        server::make_tls_context(server_options.tls_cert, server_options.tls_key);
 
     pool::GoldenSettings golden;
     golden.vm = vm_config_from(c);
@@ -217,7 +221,8 @@ int serve_main(const config::LoadResult& loaded) {
 
     server::HttpServer http(server_options, manager);
     http.start();
-    spdlog::info("listening on http://{}:{}", server_options.host, http.port());
+    spdlog::info("listening on {}://{}:{}", server_options.tls_cert.empty() ? "http" : "https",
+                 server_options.host, http.port());
 
     const int sig = stop_signals.wait_running();
     spdlog::info("{} received: stopping (deadline {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",

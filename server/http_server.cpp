@@ -60,8 +60,8 @@ public:
         accept();
         const auto threads = std::max<std::size_t>(context_.options.io_threads, 1);
         for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run_io(); });
-        spdlog::info("http: listening on {}:{} ({} io threads, {} workers)", context_.options.host, port_,
-                     threads, context_.options.worker_threads);
+        spdlog::info("http: listening on {}:{} ({}, {} io threads, {} workers)", context_.options.host, port_,
+                     context_.tls ? "HTTPS" : "plain HTTP", threads, context_.options.worker_threads);
     }
 
     void stop(std::chrono::milliseconds deadline) {

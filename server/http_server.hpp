@@ -13,8 +13,9 @@
 // Connection cap: at max_connections open connections a new one is answered
 // "503 unavailable" (Retry-After: 1) and closed at once, so clients get a
 // clear answer instead of hanging in the listen backlog.
-// Plain HTTP only: TLS (server.tls_cert/tls_key) is expected to be done by a
-// fronting proxy for now; server_options_from() refuses a config that asks for it.
+// TLS: with options.tls_cert/tls_key the listener speaks HTTPS only
+// (server/tls_context.hpp); plain HTTP sent to it gets a plain-text 400 and
+// the connection closes.
 
 #include <chrono>
 #include <cstdint>

@@ -112,7 +112,7 @@ bool header_contains(std::string_view value, std::string_view token) {
 }  // namespace
 
 HttpSession::HttpSession(Socket socket, ServerContext& context)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), context_(context) {}
+    : stream_(std::move(socket), context.tls.get()), timer_(stream_.get_executor()), context_(context) {}
 
 HttpSession::~HttpSession() {
     stop_.request_stop();
@@ -121,7 +121,66 @@ HttpSession::~HttpSession() {
 
 void HttpSession::start() {
     context_.add(this, shared_from_this());
-    asio::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->read_request(); });
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+        if (self->stream_.is_tls()) {
+            self->tls_accept();
+        } else {
+            self->read_request();
+        }
+    });
+}
+
+// --- TLS ---------------------------------------------------------------------------
+
+// Before the handshake, peek at the first byte: a TLS client starts with a
+// handshake record (0x16); anything else is most likely plain HTTP sent to
+// the HTTPS port, which gets a clear plain-text 400 instead of a TLS alert
+// it could not read.
+void HttpSession::tls_accept() {
+    request_id_ = generate_request_id();
+    started_ = std::chrono::steady_clock::now();
+    arm_timer(context_.options.read_timeout);
+    stream_.socket().async_wait(Socket::wait_read, [self = shared_from_this()](error_code ec) {
+        if (self->closed_) return;
+        unsigned char first = 0;
+        const auto n = ec ? -1 : ::recv(self->stream_.socket().native_handle(), &first, 1, MSG_PEEK);
+        if (n <= 0) {
+            self->close_now("closed before the TLS handshake");
+            return;
+        }
+        if (first != 0x16) {
+            self->refuse_plain_http();
+            return;
+        }
+        self->stream_.tls().async_handshake(boost::asio::ssl::stream_base::server, [self](error_code hs_ec) {
+            self->disarm_timer();
+            if (hs_ec) {
+                spdlog::debug("[{}] TLS handshake failed: {}", self->request_id_, hs_ec.message());
+                self->close_now("TLS handshake failed");
+                return;
+            }
+            self->read_request();
+        });
+    });
+}
+
+void HttpSession::refuse_plain_http() {
+    static const std::string body =
+        R"({"error":{"code":"invalid_argument","message":"this port speaks HTTPS; plain HTTP was sent"}})";
+    auto reply = std::make_shared<std::string>(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        "Cache-Control: no-store\r\nX-Request-Id: " +
+        request_id_ + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    method_ = "-";
+    log_request(400, body.size(), "invalid_argument", "plain HTTP sent to the HTTPS port");
+    context_.metrics.record_error("invalid_argument");
+    arm_timer(context_.options.write_timeout);
+    // Written to the TCP socket directly: the client speaks no TLS.
+    asio::async_write(stream_.socket(), asio::buffer(*reply),
+                      [self = shared_from_this(), reply](error_code, std::size_t) {
+                          self->disarm_timer();
+                          self->plain_graceful_close();
+                      });
 }
 
 // --- timers ---------------------------------------------------------------------
@@ -166,7 +225,7 @@ void HttpSession::read_request() {
     // The real per-route limit is set once the route is known (after the headers).
     parser_->body_limit(std::max(context_.options.max_body_bytes, context_.options.max_upload_bytes));
     arm_timer(context_.options.read_timeout);
-    http::async_read_header(socket_, buffer_, *parser_,
+    http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
 }
 
@@ -261,7 +320,7 @@ void HttpSession::on_header(error_code ec) {
     parser_->body_limit(limit);
     if (header_contains(sv(request[http::field::expect]), "100-continue")) {
         auto continue_line = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-        asio::async_write(socket_, asio::buffer(*continue_line),
+        asio::async_write(stream_, asio::buffer(*continue_line),
                           [self = shared_from_this(), continue_line](error_code write_ec, std::size_t) {
                               if (write_ec) {
                                   self->close_now("write of 100-continue failed");
@@ -275,7 +334,7 @@ void HttpSession::on_header(error_code ec) {
 }
 
 void HttpSession::read_body() {
-    http::async_read(socket_, buffer_, *parser_,
+    http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
 }
 
@@ -321,7 +380,7 @@ void HttpSession::dispatch() {
         Response response = self->context_.handlers.handle(*request, stream);
         const bool streamed = stream.started();
         const auto bytes = stream.bytes();
-        asio::post(self->socket_.get_executor(),
+        asio::post(self->stream_.get_executor(),
                    [self, response = std::move(response), streamed, bytes]() mutable {
                        self->handler_done(std::move(response), streamed, bytes);
                    });
@@ -337,7 +396,8 @@ void HttpSession::dispatch() {
 void HttpSession::watch_peer() {
     if (closed_ || watch_pending_) return;
     watch_pending_ = true;
-    socket_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code ec) { self->on_watch(ec); });
+    stream_.socket().async_wait(Socket::wait_read,
+                                [self = shared_from_this()](error_code ec) { self->on_watch(ec); });
 }
 
 void HttpSession::on_watch(error_code ec) {
@@ -348,7 +408,7 @@ void HttpSession::on_watch(error_code ec) {
         // happened (watch again), data = a pipelined request (left for the
         // next read; disconnects are then no longer watched).
         char byte = 0;
-        const auto n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        const auto n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             peer_gone_ = true;
             spdlog::info("[{}] client disconnected; cancelling the request", request_id_);
@@ -373,20 +433,20 @@ void HttpSession::handler_done(Response response, bool streamed, std::uint64_t s
             self->finish(std::move(response), streamed, streamed_bytes);
         };
         error_code ignored;
-        socket_.cancel(ignored);
+        stream_.socket().cancel(ignored);
         return;
     }
     finish(std::move(response), streamed, streamed_bytes);
 }
 
 void HttpSession::stream_write(std::shared_ptr<std::string> bytes, std::shared_ptr<std::promise<bool>> done) {
-    asio::post(socket_.get_executor(), [self = shared_from_this(), bytes, done] {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), bytes, done] {
         if (self->closed_ || self->peer_gone_) {
             done->set_value(false);
             return;
         }
         self->arm_timer(self->context_.options.write_timeout);
-        asio::async_write(self->socket_, asio::buffer(*bytes),
+        asio::async_write(self->stream_, asio::buffer(*bytes),
                           [self, bytes, done](error_code ec, std::size_t) {
                               self->disarm_timer();
                               if (ec) {
@@ -427,7 +487,7 @@ void HttpSession::finish(Response response, bool streamed, std::uint64_t streame
     keep_alive_ = keep_alive_ && !context_.stopping.load();
     auto last_chunk = std::make_shared<std::string>("0\r\n\r\n");
     arm_timer(context_.options.write_timeout);
-    asio::async_write(socket_, asio::buffer(*last_chunk),
+    asio::async_write(stream_, asio::buffer(*last_chunk),
                       [self = shared_from_this(), last_chunk](error_code ec, std::size_t) {
                           self->disarm_timer();
                           if (ec) {
@@ -455,7 +515,7 @@ void HttpSession::write_response(Response response) {
     response_keeper_ = message;
     arm_timer(context_.options.write_timeout);
     http::async_write(
-        socket_, *message,
+        stream_, *message,
         [self = shared_from_this(), keep_alive, close = response.close](error_code ec, std::size_t) {
             self->disarm_timer();
             self->response_keeper_.reset();
@@ -500,25 +560,39 @@ void HttpSession::log_request(int status, std::uint64_t bytes, const std::string
 
 void HttpSession::graceful_close() {
     if (closed_) return;
+    if (!stream_.is_tls()) {
+        plain_graceful_close();
+        return;
+    }
+    // TLS: send close_notify (so the client knows the data is complete) and
+    // wait briefly for the client's, then close.
+    phase_ = Phase::closing;
+    arm_timer(std::chrono::milliseconds(500));
+    stream_.tls().async_shutdown([self = shared_from_this()](error_code) { self->close_now("TLS closed"); });
+}
+
+void HttpSession::plain_graceful_close() {
+    if (closed_) return;
     phase_ = Phase::closing;
     // Half-close and drain briefly, so a client still sending (an oversized
     // body, huge headers) reads our response instead of a reset.
     error_code ignored;
-    socket_.shutdown(Socket::shutdown_send, ignored);
+    stream_.socket().shutdown(Socket::shutdown_send, ignored);
     arm_timer(std::chrono::milliseconds(500));
     drain(std::make_shared<std::array<char, 4096>>(), 0);
 }
 
 void HttpSession::drain(std::shared_ptr<std::array<char, 4096>> scratch, std::size_t drained) {
     auto& buffer = *scratch;
-    socket_.async_read_some(asio::buffer(buffer), [self = shared_from_this(), scratch = std::move(scratch),
-                                                   drained](error_code ec, std::size_t n) mutable {
-        if (ec || self->closed_ || drained + n > max_drain_bytes) {
-            self->close_now("drain finished");
-            return;
-        }
-        self->drain(std::move(scratch), drained + n);
-    });
+    stream_.socket().async_read_some(asio::buffer(buffer),
+                                     [self = shared_from_this(), scratch = std::move(scratch), drained](
+                                         error_code ec, std::size_t n) mutable {
+                                         if (ec || self->closed_ || drained + n > max_drain_bytes) {
+                                             self->close_now("drain finished");
+                                             return;
+                                         }
+                                         self->drain(std::move(scratch), drained + n);
+                                     });
 }
 
 void HttpSession::close_now(std::string_view why) {
@@ -528,12 +602,12 @@ void HttpSession::close_now(std::string_view why) {
     phase_ = Phase::closing;
     disarm_timer();
     error_code ignored;
-    socket_.shutdown(Socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    stream_.socket().shutdown(Socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
 }
 
 void HttpSession::close_if_idle() {
-    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
         if (self->phase_ == Phase::reading && self->buffer_.size() == 0 &&
             (!self->parser_ || !self->parser_->got_some())) {
             self->close_now("idle at shutdown");
@@ -544,7 +618,7 @@ void HttpSession::close_if_idle() {
 void HttpSession::force_close() {
     // Only on the session's executor: read_request() replaces stop_ there,
     // so touching it from this (foreign) thread would race.
-    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
         self->stop_.request_stop();
         self->close_now("shutdown deadline");
     });

@@ -29,6 +29,7 @@
 #include <stop_token>
 #include <string>
 
+#include "server/connection_stream.hpp"
 #include "server/response.hpp"
 #include "server/router.hpp"
 
@@ -38,7 +39,7 @@ struct ServerContext;
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
 public:
-    using Socket = boost::asio::ip::tcp::socket;
+    using Socket = ConnectionStream::Socket;
 
     HttpSession(Socket socket, ServerContext& context);
     ~HttpSession();
@@ -61,6 +62,8 @@ private:
     enum class Phase { reading, handling, writing, closing };
     using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
+    void tls_accept();
+    void refuse_plain_http();
     void read_request();
     void on_header(boost::system::error_code ec);
     void read_body();
@@ -76,13 +79,14 @@ private:
     void log_request(int status, std::uint64_t bytes, const std::string& error_code,
                      const std::string& error_message);
     void graceful_close();
+    void plain_graceful_close();
     void drain(std::shared_ptr<std::array<char, 4096>> scratch, std::size_t drained);
     void close_now(std::string_view why);
 
     void arm_timer(std::chrono::milliseconds timeout);
     void disarm_timer();
 
-    Socket socket_;
+    ConnectionStream stream_;
     boost::asio::steady_timer timer_;
     std::uint64_t timer_generation_ = 0;
     ServerContext& context_;

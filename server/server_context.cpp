@@ -1,5 +1,7 @@
 #include "server/server_context.hpp"
 
+#include "server/tls_context.hpp"
+
 namespace forkvm::server {
 
 namespace {
@@ -15,6 +17,9 @@ DecodeLimits limits_of(const ServerOptions& options) {
 
 ServerContext::ServerContext(ServerOptions opts, pool::SandboxService& service, std::string openapi_yaml)
     : options(std::move(opts)),
+      tls(options.tls_cert.empty() && options.tls_key.empty()
+              ? nullptr
+              : make_tls_context(options.tls_cert, options.tls_key)),
       auth(options.api_keys, options.admin_key),
       handlers(service, limits_of(options), metrics, std::move(openapi_yaml)),
       workers(options.worker_threads, options.worker_queue) {}

@@ -2,6 +2,7 @@
 // State shared by the listener and every connection of one HttpServer.
 
 #include <atomic>
+#include <boost/asio/ssl/context.hpp>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -22,6 +23,8 @@ struct ServerContext {
     ServerContext(ServerOptions opts, pool::SandboxService& service, std::string openapi_yaml);
 
     const ServerOptions options;
+    // Null for plain HTTP; otherwise every connection speaks TLS.
+    const std::shared_ptr<boost::asio::ssl::context> tls;
     const Authenticator auth;
     ServerMetrics metrics;
     const ApiHandlers handlers;

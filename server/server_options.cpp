@@ -36,12 +36,6 @@ std::pair<std::string, std::uint16_t> parse_listen(std::string_view listen) {
 ServerOptions server_options_from(const config::Config& config) {
     ServerOptions options;
     const auto& s = config.server;
-    // Failing loudly beats serving plain HTTP to a deployment that asked for TLS.
-    if (!s.tls_cert.empty() || !s.tls_key.empty()) {
-        throw pool::ServiceError::invalid_argument(
-            "server.tls_cert",
-            "TLS is not supported by the built-in HTTP server yet; terminate TLS in a proxy");
-    }
     std::tie(options.host, options.port) = parse_listen(s.listen);
     if (s.threads > 0) options.io_threads = static_cast<std::size_t>(s.threads);
     if (s.max_connections > 0) options.max_connections = static_cast<std::size_t>(s.max_connections);
@@ -51,6 +45,8 @@ ServerOptions server_options_from(const config::Config& config) {
     if (s.read_timeout.count() > 0) options.read_timeout = s.read_timeout;
     if (s.write_timeout.count() > 0) options.write_timeout = s.write_timeout;
     if (s.shutdown_deadline.count() > 0) options.shutdown_deadline = s.shutdown_deadline;
+    options.tls_cert = s.tls_cert;
+    options.tls_key = s.tls_key;
     options.api_keys = config.auth.api_keys;
     options.admin_key = config.auth.admin_key;
     if (config.sandbox.max_fork_count > 0) {

@@ -34,6 +34,9 @@ struct ServerOptions {
     std::string admin_key;
     std::size_t max_fork_count = 16;
     std::uint64_t max_exec_output_bytes = 16U * 1024U * 1024U;
+    // PEM files; both set = HTTPS only (see tls_context.hpp), both empty = plain HTTP.
+    std::string tls_cert;
+    std::string tls_key;
     // Chunk size used to stream uploads to the service.
     std::size_t upload_chunk_bytes = 64 * 1024;
 };
@@ -42,8 +45,7 @@ struct ServerOptions {
 // ServiceError(invalid_argument, field "server.listen").
 std::pair<std::string, std::uint16_t> parse_listen(std::string_view listen);
 
-// Throws ServiceError(invalid_argument) for a bad listen address or a TLS
-// setting (not supported by this server; see http_server.hpp).
+// Throws ServiceError(invalid_argument) for a bad listen address.
 ServerOptions server_options_from(const config::Config& config);
 
 }  // namespace forkvm::server

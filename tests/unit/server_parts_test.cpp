@@ -189,8 +189,12 @@ TEST_CASE("server: auth owner ids, bearer parsing, request ids, redaction, liste
     CHECK(options.max_body_bytes == 77U);
     CHECK(options.max_fork_count == 7U);
     CHECK(options.api_keys == std::vector<std::string>{"k"});
+    CHECK(options.tls_cert.empty());
     config.server.tls_cert = "/etc/cert.pem";
-    CHECK(field_of([&] { server_options_from(config); }) == "server.tls_cert");
+    config.server.tls_key = "/etc/key.pem";
+    const auto tls_options = server_options_from(config);
+    CHECK(tls_options.tls_cert == "/etc/cert.pem");
+    CHECK(tls_options.tls_key == "/etc/key.pem");
 }
 
 TEST_CASE("server: metrics label unknown methods 'other' so clients cannot grow them") {
