@@ -76,6 +76,25 @@ pool::ManagerSettings manager_settings_from(const config::Config& c) {
     return m;
 }
 
+pool::SnapshotStoreSettings snapshot_store_settings_from(const config::Config& c) {
+    pool::SnapshotStoreSettings s;
+    s.root = (std::filesystem::path(c.data_dir) / "snapshots").string();
+    s.max_per_owner = static_cast<std::size_t>(c.snapshot.max_per_key);
+    s.max_bytes_per_owner = c.snapshot.max_bytes_per_key;
+    return s;
+}
+
+pool::TemplateCatalogSettings template_settings_from(const config::Config& c) {
+    pool::TemplateCatalogSettings t;
+    t.root = (std::filesystem::path(c.data_dir) / "templates").string();
+    t.max_per_owner = static_cast<std::size_t>(c.template_.max_per_key);
+    t.max_warm_limit = static_cast<std::size_t>(c.template_.max_warm_limit);
+    t.pool_base = pool_settings_from(c);
+    t.defaults.min_warm = 1;
+    t.defaults.max_warm = std::min<std::size_t>(2, t.max_warm_limit);
+    return t;
+}
+
 // Logs "pool warming N/M" as the pool fills, until it is full or `stop`.
 void log_warming(const pool::WarmPool& pool, const std::stop_token& stop) {
     const std::size_t target = pool.settings().min_warm;
@@ -216,7 +235,18 @@ int serve_main(const config::LoadResult& loaded) {
     spdlog::info("zygote restored from {} (pid {})", source.snapshot_dir, source.source->zygote_pid());
 
     pool::WarmPool warm_pool(*source.source, pool_settings_from(c));
-    pool::SandboxManager manager(warm_pool, manager_settings_from(c));
+
+    // Snapshots and templates, reloaded from data_dir (each template's zygote
+    // is restored and its pool warms beside the default one).
+    pool::SnapshotStore snapshots(snapshot_store_settings_from(c));
+    pool::TemplateCatalog templates(snapshots, template_settings_from(c),
+                                    [spawn = golden.source](const std::string& dir) {
+                                        auto settings = spawn;
+                                        settings.snapshot_dir = dir;
+                                        return std::make_unique<pool::VmProcessSource>(settings);
+                                    });
+    pool::SandboxManager manager(warm_pool, manager_settings_from(c), {}, {},
+                                 pool::Catalog{&snapshots, &templates});
     std::jthread warming([&warm_pool](const std::stop_token& stop) { log_warming(warm_pool, stop); });
 
     server::HttpServer http(server_options, manager);
@@ -244,6 +274,7 @@ int serve_main(const config::LoadResult& loaded) {
         http.stop(c.server.shutdown_deadline);
     }
     manager.shutdown();
+    templates.shutdown();
     warm_pool.shutdown();
     spdlog::info("stopped: every VM destroyed");
     return 0;

@@ -63,6 +63,18 @@ struct SandboxConfig {
     bool operator==(const SandboxConfig&) const = default;
 };
 
+struct SnapshotConfig {
+    int max_per_key = 0;
+    std::uint64_t max_bytes_per_key = 0;  // allocated bytes on disk
+    bool operator==(const SnapshotConfig&) const = default;
+};
+
+struct TemplateConfig {
+    int max_per_key = 0;
+    int max_warm_limit = 0;  // largest max_warm of one template
+    bool operator==(const TemplateConfig&) const = default;
+};
+
 struct LogConfig {
     std::string level;   // trace|debug|info|warn|error
     std::string format;  // text|json
@@ -75,6 +87,8 @@ struct Config {
     VmConfig vm;
     PoolConfig pool;
     SandboxConfig sandbox;
+    SnapshotConfig snapshot;
+    TemplateConfig template_;  // "template" in files, env and flags
     std::string data_dir;
     LogConfig log;
     bool operator==(const Config&) const = default;

@@ -23,6 +23,7 @@ const sandbox = {
     labels: { project: 'demo' },
     env: {},
     user: '',
+    template: null,
 };
 
 function exchange(fields) {

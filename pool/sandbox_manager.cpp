@@ -183,17 +183,20 @@ void validate(const ManagerSettings& settings) {
 // ---- Entry: one sandbox's VM and its call gate -----------------------------
 
 struct SandboxManager::Entry {
-    Entry(std::string id_in, std::string owner_in, EnvMap env_in, std::string user_in, LeasedVm vm_in)
+    Entry(std::string id_in, std::string owner_in, EnvMap env_in, std::string user_in,
+          std::string template_in, LeasedVm vm_in)
         : id(std::move(id_in)),
           owner(std::move(owner_in)),
           env(std::move(env_in)),
           user(std::move(user_in)),
+          template_name(std::move(template_in)),
           vm(std::move(vm_in)) {}
 
     const std::string id;
     const std::string owner;
     const EnvMap env;
     const std::string user;
+    const std::string template_name;
 
     std::mutex mutex;
     std::condition_variable cv;
@@ -347,8 +350,9 @@ private:
 // ---- SandboxManager ---------------------------------------------------------
 
 SandboxManager::SandboxManager(WarmPool& pool, ManagerSettings settings, SandboxRegistry::Clock clock,
-                               IdGenerator make_id)
+                               IdGenerator make_id, Catalog catalog)
     : pool_(pool),
+      catalog_(catalog),
       settings_((validate(settings), settings)),
       make_id_(make_id ? std::move(make_id) : IdGenerator([] {
           // "sb-" + 20 hex digits (80 random bits), as the API promises.
@@ -441,6 +445,7 @@ Sandbox SandboxManager::to_sandbox(SandboxInfo info) {
         if (it != entries_.end()) {
             out.env = it->second->env;
             out.user = it->second->user;
+            out.template_name = it->second->template_name;
         }
     }
     out.info = std::move(info);
@@ -479,7 +484,7 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
     SandboxInfo info = registry_.create(id, owner, request.ttl, request.labels);
     LeasedVm vm;
     try {
-        vm = pool_.lease();
+        vm = request.template_name.empty() ? pool_.lease() : templates().lease(owner, request.template_name);
     } catch (const ServiceError&) {
         registry_.erase(id);
         throw;
@@ -487,7 +492,8 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
         registry_.erase(id);
         throw ServiceError::internal(std::string("lease failed: ") + ex.what());
     }
-    auto entry = std::make_shared<Entry>(id, owner, request.env, request.user, std::move(vm));
+    auto entry =
+        std::make_shared<Entry>(id, owner, request.env, request.user, request.template_name, std::move(vm));
     bool inserted = false;
     {
         const std::lock_guard lock(mutex_);
@@ -782,7 +788,7 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
                 throw;
             }
             clone_gauge_->fetch_add(1);
-            auto clone = std::make_shared<Entry>(clone_id, owner, e->env, e->user,
+            auto clone = std::make_shared<Entry>(clone_id, owner, e->env, e->user, e->template_name,
                                                  LeasedVm(std::move(vm), clone_gauge_));
             made.push_back(clone);  // undo() destroys it from here on
             {
@@ -798,6 +804,7 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
             sandbox.info = std::move(info);
             sandbox.env = e->env;
             sandbox.user = e->user;
+            sandbox.template_name = e->template_name;
             out.push_back(std::move(sandbox));
         }
     } catch (const ServiceError&) {
@@ -817,6 +824,99 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
                                "sandbox '" + id + "' is busy: its agent channel is in use");
         }
         throw ServiceError(ErrorCode::vm_broken, "fork of '" + id + "' failed: " + what);
+    }
+    return out;
+}
+
+// --- snapshots and templates ------------------------------------------------------
+
+SnapshotStore& SandboxManager::snapshots() const {
+    if (catalog_.snapshots == nullptr)
+        throw ServiceError(ErrorCode::unavailable, "snapshots are not enabled here");
+    return *catalog_.snapshots;
+}
+
+TemplateCatalog& SandboxManager::templates() const {
+    if (catalog_.templates == nullptr)
+        throw ServiceError(ErrorCode::unavailable, "templates are not enabled here");
+    return *catalog_.templates;
+}
+
+SnapshotInfo SandboxManager::snapshot(const std::string& owner, const std::string& id,
+                                      const CreateSnapshot& request) {
+    SnapshotStore& store = snapshots();
+    const SandboxInfo source = registry_.get(id, owner);
+    if (source.state == SandboxState::broken)
+        throw ServiceError(ErrorCode::vm_broken, "sandbox '" + id + "' is broken: " + source.broken_reason);
+    check_host_memory();
+    const std::shared_ptr<Entry> e = entry_for(owner, id);
+    // Like a fork: the guest is saved mid-session, so its agent channel must be idle.
+    ForkGate gate(*e, settings_.fork_wait);
+    try {
+        return store.create(owner, id, request.labels,
+                            [&](const std::string& dir) { gate.vm().snapshot(dir); });
+    } catch (const ServiceError&) {
+        throw;
+    } catch (const std::exception& ex) {
+        const std::string what = ex.what();
+        if (what.find("agent channel busy") != std::string::npos) {
+            throw ServiceError(ErrorCode::conflict,
+                               "sandbox '" + id + "' is busy: its agent channel is in use");
+        }
+        if (what.find("No space left") != std::string::npos) {
+            throw ServiceError(ErrorCode::unavailable,
+                               "snapshot of '" + id + "' failed: the server's disk is full", std::nullopt,
+                               30);
+        }
+        throw ServiceError(ErrorCode::vm_broken, "snapshot of '" + id + "' failed: " + what);
+    }
+}
+
+std::vector<SnapshotInfo> SandboxManager::list_snapshots(const std::string& owner) {
+    return snapshots().list(owner);
+}
+
+SnapshotInfo SandboxManager::get_snapshot(const std::string& owner, const std::string& snapshot_id) {
+    return snapshots().get(owner, snapshot_id);
+}
+
+void SandboxManager::remove_snapshot(const std::string& owner, const std::string& snapshot_id) {
+    snapshots().remove(owner, snapshot_id);
+}
+
+TemplateInfo SandboxManager::create_template(const std::string& owner, const CreateTemplate& request) {
+    check_host_memory();
+    return templates().create(owner, request);
+}
+
+std::vector<TemplateInfo> SandboxManager::list_templates(const std::string& owner) {
+    return templates().list(owner);
+}
+
+TemplateInfo SandboxManager::get_template(const std::string& owner, const std::string& name) {
+    return templates().get(owner, name);
+}
+
+TemplateInfo SandboxManager::update_template(const std::string& owner, const std::string& name,
+                                             const UpdateTemplate& request) {
+    return templates().update(owner, name, request);
+}
+
+void SandboxManager::remove_template(const std::string& owner, const std::string& name) {
+    templates().remove(owner, name);
+}
+
+std::vector<PoolInfo> SandboxManager::pools(const std::string& owner) {
+    std::vector<PoolInfo> out;
+    PoolInfo base;
+    base.min_warm = pool_.settings().min_warm;
+    base.max_warm = pool_.settings().max_warm;
+    base.stats = pool_.stats();
+    base.stats.leased += clone_gauge_->load();  // as stats(): forks of leased VMs count as leased
+    out.push_back(base);
+    if (catalog_.templates != nullptr) {
+        auto mine = catalog_.templates->pools(owner);
+        out.insert(out.end(), std::make_move_iterator(mine.begin()), std::make_move_iterator(mine.end()));
     }
     return out;
 }

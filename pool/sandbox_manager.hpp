@@ -37,6 +37,8 @@
 #include "pool/sandbox_registry.hpp"
 #include "pool/sandbox_service.hpp"
 #include "pool/service_error.hpp"
+#include "pool/snapshot_store.hpp"
+#include "pool/template_catalog.hpp"
 #include "pool/warm_pool.hpp"
 
 namespace forkvm::pool {
@@ -59,6 +61,13 @@ struct ManagerSettings {
 // Throws ServiceError(invalid_argument) naming the offending field.
 void validate(const ManagerSettings& settings);
 
+// Where snapshots and templates live; both outlive the manager. Null (tests
+// of sandboxes alone): those calls answer unavailable.
+struct Catalog {
+    SnapshotStore* snapshots = nullptr;
+    TemplateCatalog* templates = nullptr;
+};
+
 class SandboxManager final : public SandboxService {
 public:
     using IdGenerator = std::function<std::string()>;
@@ -67,7 +76,7 @@ public:
     // (default: the system clock). `make_id` names sandboxes (default: "sb-"
     // plus 20 random hex digits). Starts the sweeper thread.
     SandboxManager(WarmPool& pool, ManagerSettings settings, SandboxRegistry::Clock clock = {},
-                   IdGenerator make_id = {});
+                   IdGenerator make_id = {}, Catalog catalog = {});
     ~SandboxManager() override;
 
     Sandbox create(const std::string& owner, const CreateSandbox& request) override;
@@ -100,6 +109,19 @@ public:
     void remove_path(const std::string& owner, const std::string& id, const std::string& path,
                      bool recursive) override;
 
+    SnapshotInfo snapshot(const std::string& owner, const std::string& id,
+                          const CreateSnapshot& request) override;
+    std::vector<SnapshotInfo> list_snapshots(const std::string& owner) override;
+    SnapshotInfo get_snapshot(const std::string& owner, const std::string& snapshot_id) override;
+    void remove_snapshot(const std::string& owner, const std::string& snapshot_id) override;
+    TemplateInfo create_template(const std::string& owner, const CreateTemplate& request) override;
+    std::vector<TemplateInfo> list_templates(const std::string& owner) override;
+    TemplateInfo get_template(const std::string& owner, const std::string& name) override;
+    TemplateInfo update_template(const std::string& owner, const std::string& name,
+                                 const UpdateTemplate& request) override;
+    void remove_template(const std::string& owner, const std::string& name) override;
+    std::vector<PoolInfo> pools(const std::string& owner) override;
+
     bool ready() override;
     ServiceStats stats() override;
 
@@ -131,7 +153,11 @@ private:
     // Throws insufficient_memory when the host is below min_free_memory.
     void check_host_memory() const;
 
+    SnapshotStore& snapshots() const;    // unavailable without a catalog
+    TemplateCatalog& templates() const;  // unavailable without a catalog
+
     WarmPool& pool_;
+    const Catalog catalog_;
     const ManagerSettings settings_;
     IdGenerator make_id_;
     SandboxRegistry::Clock clock_;  // the registry's; the sweeper asks it what "now" is

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "guest/protocol/messages.hpp"
+#include "pool/catalog_types.hpp"
 #include "pool/sandbox_registry.hpp"
 #include "pool/warm_pool.hpp"
 #include "vmm/agent_client.hpp"
@@ -45,13 +46,15 @@ using EnvMap = std::map<std::string, std::string>;
 
 // A sandbox as clients see it.
 struct Sandbox {
-    SandboxInfo info;  // id, owner, state, broken_reason, labels, created, expires
-    EnvMap env;        // default environment of every exec (exec's own env wins)
-    std::string user;  // default user of every exec ("" = the agent's default)
+    SandboxInfo info;           // id, owner, state, broken_reason, labels, created, expires
+    EnvMap env;                 // default environment of every exec (exec's own env wins)
+    std::string user;           // default user of every exec ("" = the agent's default)
+    std::string template_name;  // the template it was created from ("" = the default pool)
     bool operator==(const Sandbox&) const = default;
 };
 
 struct CreateSandbox {
+    std::string template_name;                     // "" = the default pool
     std::optional<std::chrono::milliseconds> ttl;  // nullopt = default_ttl
     Labels labels;
     EnvMap env;
@@ -150,6 +153,27 @@ public:
                       const std::string& to) = 0;
     virtual void remove_path(const std::string& owner, const std::string& id, const std::string& path,
                              bool recursive) = 0;
+
+    // Snapshots (saved on disk, per owner). snapshot() needs the sandbox's
+    // agent channel idle, exactly like fork(); the sandbox keeps running.
+    virtual SnapshotInfo snapshot(const std::string& owner, const std::string& id,
+                                  const CreateSnapshot& request) = 0;
+    virtual std::vector<SnapshotInfo> list_snapshots(const std::string& owner) = 0;
+    virtual SnapshotInfo get_snapshot(const std::string& owner, const std::string& snapshot_id) = 0;
+    // conflict while a template uses it.
+    virtual void remove_snapshot(const std::string& owner, const std::string& snapshot_id) = 0;
+
+    // Templates: a snapshot with its own warm pool; create(template_name=...)
+    // leases from it.
+    virtual TemplateInfo create_template(const std::string& owner, const CreateTemplate& request) = 0;
+    virtual std::vector<TemplateInfo> list_templates(const std::string& owner) = 0;
+    virtual TemplateInfo get_template(const std::string& owner, const std::string& name) = 0;
+    virtual TemplateInfo update_template(const std::string& owner, const std::string& name,
+                                         const UpdateTemplate& request) = 0;
+    // Drains its pool; sandboxes made from it keep running.
+    virtual void remove_template(const std::string& owner, const std::string& name) = 0;
+    // The default pool first, then the owner's templates' pools.
+    virtual std::vector<PoolInfo> pools(const std::string& owner) = 0;
 
     // True once the pool has at least one warm VM (GET /readyz).
     virtual bool ready() = 0;

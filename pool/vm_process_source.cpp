@@ -63,6 +63,11 @@ public:
         return clone;
     }
 
+    void snapshot(const std::string& dir) override {
+        if (!vm_) throw std::logic_error("VM " + id_ + " was destroyed");
+        vm_->snapshot(dir);
+    }
+
     std::string console_tail() noexcept override {
         if (!vm_) return {};
         try {

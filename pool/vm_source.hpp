@@ -39,6 +39,10 @@ public:
     // A running clone of this VM's current state, named `id` (its hostname).
     // The agent channel must be idle. Throws on failure.
     virtual std::unique_ptr<PooledVm> fork(const std::string& id) = 0;
+    // Writes a snapshot of the running VM into `dir` (must not exist yet);
+    // the VM pauses meanwhile and then runs on. The agent channel must be
+    // idle. Throws on failure.
+    virtual void snapshot(const std::string& dir) = 0;
     // The last bytes the guest wrote to its console; "" if unknown. Never throws.
     virtual std::string console_tail() noexcept = 0;
 };

@@ -44,7 +44,18 @@ Response ApiHandlers::dispatch(const ApiRequest& request, ResponseStream& stream
             response.body = openapi_yaml_;
             return response;
         }
-        case RouteId::pools: return json_response(200, pools_json(service_.stats()));
+        case RouteId::pools:
+            reject_unknown_params(request.query, {});
+            return json_response(200, pools_json(service_.pools(request.owner)));
+        case RouteId::snapshot_sandbox:
+        case RouteId::list_snapshots:
+        case RouteId::get_snapshot:
+        case RouteId::delete_snapshot:
+        case RouteId::create_template:
+        case RouteId::list_templates:
+        case RouteId::get_template:
+        case RouteId::update_template:
+        case RouteId::delete_template: return catalog_route(request);
         case RouteId::exec: return exec(request, stream);
         case RouteId::put_file:
         case RouteId::get_file:
@@ -54,6 +65,50 @@ Response ApiHandlers::dispatch(const ApiRequest& request, ResponseStream& stream
         case RouteId::mkdir:
         case RouteId::move: return file_route(request, stream);
         default: return sandbox_route(request);
+    }
+}
+
+Response ApiHandlers::catalog_route(const ApiRequest& request) const {
+    const auto& owner = request.owner;
+    const auto& id = request.route.sandbox_id;  // a sandbox, snapshot or template
+    reject_unknown_params(request.query, {});
+    switch (request.route.id) {
+        case RouteId::snapshot_sandbox: {
+            const auto snapshot = service_.snapshot(owner, id, decode_snapshot(request.body));
+            auto response = json_response(201, snapshot_json(snapshot));
+            response.headers.emplace_back("Location", "/v1/snapshots/" + snapshot.id);
+            return response;
+        }
+        case RouteId::list_snapshots: {
+            Json body;
+            body["snapshots"] = Json::array();
+            for (const auto& snapshot : service_.list_snapshots(owner))
+                body["snapshots"].push_back(snapshot_json(snapshot));
+            return json_response(200, body);
+        }
+        case RouteId::get_snapshot:
+            return json_response(200, snapshot_json(service_.get_snapshot(owner, id)));
+        case RouteId::delete_snapshot: service_.remove_snapshot(owner, id); return empty_response(204);
+        case RouteId::create_template: {
+            const auto created = service_.create_template(owner, decode_create_template(request.body));
+            auto response = json_response(201, template_json(created));
+            response.headers.emplace_back("Location", "/v1/templates/" + created.name);
+            return response;
+        }
+        case RouteId::list_templates: {
+            Json body;
+            body["templates"] = Json::array();
+            for (const auto& info : service_.list_templates(owner))
+                body["templates"].push_back(template_json(info));
+            return json_response(200, body);
+        }
+        case RouteId::get_template:
+            return json_response(200, template_json(service_.get_template(owner, id)));
+        case RouteId::update_template:
+            return json_response(200, template_json(service_.update_template(
+                                          owner, id, decode_update_template(request.body))));
+        case RouteId::delete_template: service_.remove_template(owner, id); return empty_response(204);
+        default: throw pool::ServiceError::internal("route without a handler");
     }
 }
 

@@ -37,6 +37,7 @@ public:
 private:
     Response dispatch(const ApiRequest& request, ResponseStream& stream) const;
     Response sandbox_route(const ApiRequest& request) const;
+    Response catalog_route(const ApiRequest& request) const;
     Response exec(const ApiRequest& request, ResponseStream& stream) const;
     Response exec_stream(const ApiRequest& request, const pool::ExecCall& call, ResponseStream& stream) const;
     Response file_route(const ApiRequest& request, ResponseStream& stream) const;

@@ -50,6 +50,7 @@ Json sandbox_json(const pool::Sandbox& sandbox) {
     out["env"] = Json::object();
     for (const auto& [k, v] : sandbox.env) out["env"][k] = v;
     out["user"] = sandbox.user;
+    out["template"] = sandbox.template_name.empty() ? Json(nullptr) : Json(sandbox.template_name);
     return out;
 }
 
@@ -112,18 +113,57 @@ Json dir_json(const std::string& path, const proto::DirEntries& entries) {
     return out;
 }
 
-Json pools_json(const pool::ServiceStats& stats) {
-    Json pool_json;
-    pool_json["name"] = "default";
-    pool_json["min_warm"] = stats.min_warm;
-    pool_json["max_warm"] = stats.max_warm;
-    pool_json["warm"] = stats.pool.warm;
-    pool_json["forking"] = stats.pool.forking;
-    pool_json["leased"] = stats.pool.leased;
-    pool_json["forks"] = stats.pool.forks;
-    pool_json["fork_failures"] = stats.pool.fork_failures;
+namespace {
+
+Json pool_stats_json(const pool::PoolStats& stats) {
     Json out;
-    out["pools"] = Json::array({pool_json});
+    out["warm"] = stats.warm;
+    out["forking"] = stats.forking;
+    out["leased"] = stats.leased;
+    out["forks"] = stats.forks;
+    out["fork_failures"] = stats.fork_failures;
+    return out;
+}
+
+}  // namespace
+
+Json pools_json(const std::vector<pool::PoolInfo>& pools) {
+    Json out;
+    out["pools"] = Json::array();
+    for (const auto& info : pools) {
+        Json pool_json = pool_stats_json(info.stats);
+        pool_json["name"] = info.template_name.empty() ? "default" : info.template_name;
+        pool_json["template"] = info.template_name.empty() ? Json(nullptr) : Json(info.template_name);
+        pool_json["min_warm"] = info.min_warm;
+        pool_json["max_warm"] = info.max_warm;
+        out["pools"].push_back(std::move(pool_json));
+    }
+    return out;
+}
+
+Json snapshot_json(const pool::SnapshotInfo& snapshot) {
+    Json out;
+    out["id"] = snapshot.id;
+    out["source_sandbox"] = snapshot.source_sandbox.empty() ? Json(nullptr) : Json(snapshot.source_sandbox);
+    out["created_at"] = format_time(snapshot.created);
+    out["labels"] = Json::object();
+    for (const auto& [k, v] : snapshot.labels) out["labels"][k] = v;
+    out["memory_bytes"] = snapshot.memory_bytes;
+    out["disk_bytes"] = snapshot.disk_bytes;
+    out["templates"] = snapshot.templates;
+    return out;
+}
+
+Json template_json(const pool::TemplateInfo& info) {
+    Json out;
+    out["name"] = info.name;
+    out["snapshot_id"] = info.snapshot_id;
+    out["state"] = std::string(pool::to_string(info.state));
+    if (info.state == pool::TemplateState::failed) out["error"] = info.error;
+    out["created_at"] = format_time(info.created);
+    out["min_warm"] = info.pool.min_warm;
+    out["max_warm"] = info.pool.max_warm;
+    out["pool"] = pool_stats_json(info.stats);
     return out;
 }
 

@@ -32,7 +32,9 @@ Json exec_result_json(const vmm::BufferedExecResult& result);
 
 Json stat_json(const std::string& path, const proto::StatResult& stat);
 Json dir_json(const std::string& path, const proto::DirEntries& entries);
-Json pools_json(const pool::ServiceStats& stats);
+Json pools_json(const std::vector<pool::PoolInfo>& pools);
+Json snapshot_json(const pool::SnapshotInfo& snapshot);
+Json template_json(const pool::TemplateInfo& info);
 
 // dump() that never throws on invalid UTF-8 (it is replaced by U+FFFD).
 std::string dump(const Json& value);

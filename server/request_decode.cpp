@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "pool/service_error.hpp"
+#include "pool/template_catalog.hpp"
 #include "server/encoding.hpp"
 #include "server/json_input.hpp"
 
@@ -42,13 +43,60 @@ void check_env(const pool::EnvMap& env) {
 
 pool::CreateSandbox decode_create(std::string_view text) {
     const auto body = json_input::parse_object(text, true);
-    json_input::reject_unknown(body, {"ttl_ms", "labels", "env", "user"});
+    json_input::reject_unknown(body, {"template", "ttl_ms", "labels", "env", "user"});
     pool::CreateSandbox request;
+    request.template_name = get_string(body, "template").value_or("");
+    if (body.contains("template")) pool::check_template_name(request.template_name);
     request.ttl = ttl_of(body);
     request.labels = get_string_map(body, "labels").value_or(pool::Labels{});
     request.env = get_string_map(body, "env").value_or(pool::EnvMap{});
     check_env(request.env);
     request.user = get_string(body, "user").value_or("");
+    return request;
+}
+
+pool::CreateSnapshot decode_snapshot(std::string_view text) {
+    const auto body = json_input::parse_object(text, true);
+    json_input::reject_unknown(body, {"labels"});
+    pool::CreateSnapshot request;
+    request.labels = get_string_map(body, "labels").value_or(pool::Labels{});
+    return request;
+}
+
+namespace {
+
+constexpr std::int64_t max_pool_size = 1000;  // the service applies its own, smaller limit
+
+std::optional<std::size_t> pool_size(const nlohmann::json& body, const std::string& key) {
+    const auto value = get_int(body, key, 0, max_pool_size);
+    if (!value) return std::nullopt;
+    return static_cast<std::size_t>(*value);
+}
+
+}  // namespace
+
+pool::CreateTemplate decode_create_template(std::string_view text) {
+    const auto body = json_input::parse_object(text, false);
+    json_input::reject_unknown(body, {"name", "snapshot_id", "min_warm", "max_warm"});
+    pool::CreateTemplate request;
+    request.name = get_string(body, "name").value_or("");
+    pool::check_template_name(request.name);
+    request.snapshot_id = get_string(body, "snapshot_id").value_or("");
+    if (request.snapshot_id.empty()) throw ServiceError::invalid_argument("snapshot_id", "is required");
+    request.min_warm = pool_size(body, "min_warm");
+    request.max_warm = pool_size(body, "max_warm");
+    return request;
+}
+
+pool::UpdateTemplate decode_update_template(std::string_view text) {
+    const auto body = json_input::parse_object(text, false);
+    json_input::reject_unknown(body, {"min_warm", "max_warm"});
+    pool::UpdateTemplate request;
+    request.min_warm = pool_size(body, "min_warm");
+    request.max_warm = pool_size(body, "max_warm");
+    if (!request.min_warm && !request.max_warm) {
+        throw ServiceError::invalid_argument("min_warm", "give min_warm, max_warm or both");
+    }
     return request;
 }
 

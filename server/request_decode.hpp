@@ -21,6 +21,9 @@ struct DecodeLimits {
 
 pool::CreateSandbox decode_create(std::string_view body);
 std::optional<std::chrono::milliseconds> decode_keepalive(std::string_view body);
+pool::CreateSnapshot decode_snapshot(std::string_view body);
+pool::CreateTemplate decode_create_template(std::string_view body);
+pool::UpdateTemplate decode_update_template(std::string_view body);
 pool::ForkSandbox decode_fork(std::string_view body, const DecodeLimits& limits);
 pool::ExecCall decode_exec(std::string_view body, const DecodeLimits& limits);
 

@@ -15,7 +15,7 @@ struct RouteDef {
     RouteId id;
 };
 
-constexpr std::array<RouteDef, 20> routes = {{
+constexpr std::array<RouteDef, 29> routes = {{
     {"GET", "/healthz", RouteId::healthz},
     {"GET", "/readyz", RouteId::readyz},
     {"GET", "/metrics", RouteId::metrics},
@@ -35,6 +35,15 @@ constexpr std::array<RouteDef, 20> routes = {{
     {"GET", "/v1/sandboxes/{id}/files/list", RouteId::list_files},
     {"POST", "/v1/sandboxes/{id}/files/mkdir", RouteId::mkdir},
     {"POST", "/v1/sandboxes/{id}/files/move", RouteId::move},
+    {"POST", "/v1/sandboxes/{id}/snapshot", RouteId::snapshot_sandbox},
+    {"GET", "/v1/snapshots", RouteId::list_snapshots},
+    {"GET", "/v1/snapshots/{id}", RouteId::get_snapshot},
+    {"DELETE", "/v1/snapshots/{id}", RouteId::delete_snapshot},
+    {"POST", "/v1/templates", RouteId::create_template},
+    {"GET", "/v1/templates", RouteId::list_templates},
+    {"GET", "/v1/templates/{name}", RouteId::get_template},
+    {"PATCH", "/v1/templates/{name}", RouteId::update_template},
+    {"DELETE", "/v1/templates/{name}", RouteId::delete_template},
     {"GET", "/v1/pools", RouteId::pools},
 }};
 
@@ -51,13 +60,13 @@ std::vector<std::string_view> segments(std::string_view path) {
     return out;
 }
 
-// Matches a path against a pattern; on success *id gets the decoded {id}.
+// Matches a path against a pattern; on success *id gets the decoded {id} or {name}.
 bool matches(std::string_view pattern, const std::vector<std::string_view>& path_segments, std::string* id) {
     const auto pattern_segments = segments(pattern);
     if (pattern_segments.size() != path_segments.size()) return false;
     std::string found;
     for (std::size_t i = 0; i < pattern_segments.size(); ++i) {
-        if (pattern_segments[i] == "{id}") {
+        if (pattern_segments[i] == "{id}" || pattern_segments[i] == "{name}") {
             auto decoded = percent_decode(path_segments[i], false);
             if (!decoded || decoded->empty()) return false;
             found = std::move(*decoded);
@@ -97,7 +106,10 @@ bool route_takes_json(RouteId id) noexcept {
         case RouteId::fork:
         case RouteId::exec:
         case RouteId::mkdir:
-        case RouteId::move: return true;
+        case RouteId::move:
+        case RouteId::snapshot_sandbox:
+        case RouteId::create_template:
+        case RouteId::update_template: return true;
         default: return false;
     }
 }

@@ -28,13 +28,22 @@ enum class RouteId {
     list_files,
     mkdir,
     move,
+    snapshot_sandbox,
+    list_snapshots,
+    get_snapshot,
+    delete_snapshot,
+    create_template,
+    list_templates,
+    get_template,
+    update_template,
+    delete_template,
     pools,
 };
 
 struct RouteMatch {
     RouteId id = RouteId::healthz;
     std::string_view route_template;  // "/v1/sandboxes/{id}", for metrics and logs
-    std::string sandbox_id;           // percent-decoded {id}, "" when the route has none
+    std::string sandbox_id;           // percent-decoded {id} or {name}, "" when the route has none
 };
 
 struct RouteLookup {

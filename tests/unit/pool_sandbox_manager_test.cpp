@@ -37,6 +37,7 @@
 #include "pool/sandbox_manager.hpp"
 #include "pool/service_error.hpp"
 #include "pool/warm_pool.hpp"
+#include "tests/support/fake_snapshot.hpp"
 #include "vmm/agent_client.hpp"
 
 using namespace std::chrono_literals;
@@ -63,6 +64,8 @@ struct World {
     std::chrono::milliseconds vm_fork_delay{0};
     std::set<std::string> destroyed;
     std::map<std::string, pid_t> agents;  // vm id -> agent pid (live VMs)
+    int snapshots = 0;                    // PooledVm::snapshot calls
+    bool snapshot_fails = false;
 
     bool was_destroyed(const std::string& vm_id) {
         const std::lock_guard lock(mutex);
@@ -164,6 +167,14 @@ public:
             --world_.in_vm_fork;
         }
         return clone;
+    }
+    void snapshot(const std::string& dir) override {
+        {
+            const std::lock_guard lock(world_.mutex);
+            ++world_.snapshots;
+            if (world_.snapshot_fails) throw std::runtime_error("snapshot failed: disk on fire");
+        }
+        forkvm::test::write_fake_snapshot(dir, 's');
     }
     std::string console_tail() noexcept override { return "console of " + id_; }
 

@@ -104,6 +104,7 @@ public:
     std::unique_ptr<PooledVm> fork(const std::string&) override {
         throw std::logic_error("FakeVm cannot fork");
     }
+    void snapshot(const std::string&) override { throw std::logic_error("FakeVm cannot snapshot"); }
     std::string console_tail() noexcept override { return {}; }
 
 private:

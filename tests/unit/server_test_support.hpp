@@ -93,6 +93,7 @@ public:
         sandbox.info.labels = request.labels;
         sandbox.env = request.env;
         sandbox.user = request.user;
+        sandbox.template_name = request.template_name;
         sandboxes[sandbox.info.id] = sandbox;
         return sandbox;
     }
@@ -265,6 +266,114 @@ public:
         enter("remove_path:" + path + (recursive ? ":r" : ""));
         find(owner, id);
     }
+    // Snapshots and templates: an in-memory catalog with the real rules that
+    // matter to the HTTP layer (ownership, not_found, conflict).
+    std::map<std::string, pool::SnapshotInfo> snapshots;
+    std::map<std::string, pool::TemplateInfo> templates;  // by owner + "/" + name
+    pool::CreateTemplate last_create_template;
+    pool::UpdateTemplate last_update_template;
+
+    pool::SnapshotInfo snapshot(const std::string& owner, const std::string& id,
+                                const pool::CreateSnapshot& request) override {
+        const std::lock_guard lock(mutex);
+        enter("snapshot");
+        find(owner, id);
+        pool::SnapshotInfo info;
+        info.id = "snap-00000000000000" + std::to_string(10 + next_id++ % 90);
+        info.owner = owner;
+        info.source_sandbox = id;
+        info.labels = request.labels;
+        info.created = pool::TimePoint(std::chrono::milliseconds(1'795'000'000'123));
+        info.memory_bytes = 256U << 20;
+        info.disk_bytes = 9U << 20;
+        snapshots[info.id] = info;
+        return info;
+    }
+    std::vector<pool::SnapshotInfo> list_snapshots(const std::string& owner) override {
+        const std::lock_guard lock(mutex);
+        enter("list_snapshots");
+        std::vector<pool::SnapshotInfo> out;
+        for (const auto& [id, info] : snapshots) {
+            if (info.owner == owner) out.push_back(info);
+        }
+        return out;
+    }
+    pool::SnapshotInfo get_snapshot(const std::string& owner, const std::string& snapshot_id) override {
+        const std::lock_guard lock(mutex);
+        enter("get_snapshot");
+        return find_snapshot(owner, snapshot_id);
+    }
+    void remove_snapshot(const std::string& owner, const std::string& snapshot_id) override {
+        const std::lock_guard lock(mutex);
+        enter("remove_snapshot");
+        if (!find_snapshot(owner, snapshot_id).templates.empty()) {
+            throw pool::ServiceError(pool::ErrorCode::conflict, "snapshot is used by a template");
+        }
+        snapshots.erase(snapshot_id);
+    }
+    pool::TemplateInfo create_template(const std::string& owner,
+                                       const pool::CreateTemplate& request) override {
+        const std::lock_guard lock(mutex);
+        enter("create_template");
+        last_create_template = request;
+        auto& snapshot = snapshots.at(find_snapshot(owner, request.snapshot_id).id);
+        if (templates.contains(owner + "/" + request.name)) {
+            throw pool::ServiceError(pool::ErrorCode::conflict, "template exists");
+        }
+        pool::TemplateInfo info;
+        info.name = request.name;
+        info.owner = owner;
+        info.snapshot_id = request.snapshot_id;
+        info.pool = {request.min_warm.value_or(1), request.max_warm.value_or(2)};
+        info.created = snapshot.created;
+        templates[owner + "/" + request.name] = info;
+        snapshot.templates.push_back(request.name);
+        return info;
+    }
+    std::vector<pool::TemplateInfo> list_templates(const std::string& owner) override {
+        const std::lock_guard lock(mutex);
+        enter("list_templates");
+        std::vector<pool::TemplateInfo> out;
+        for (const auto& [key, info] : templates) {
+            if (info.owner == owner) out.push_back(info);
+        }
+        return out;
+    }
+    pool::TemplateInfo get_template(const std::string& owner, const std::string& name) override {
+        const std::lock_guard lock(mutex);
+        enter("get_template");
+        return find_template(owner, name);
+    }
+    pool::TemplateInfo update_template(const std::string& owner, const std::string& name,
+                                       const pool::UpdateTemplate& request) override {
+        const std::lock_guard lock(mutex);
+        enter("update_template");
+        last_update_template = request;
+        auto& info = templates.at(owner + "/" + find_template(owner, name).name);
+        info.pool.min_warm = request.min_warm.value_or(info.pool.min_warm);
+        info.pool.max_warm = request.max_warm.value_or(info.pool.max_warm);
+        return info;
+    }
+    void remove_template(const std::string& owner, const std::string& name) override {
+        const std::lock_guard lock(mutex);
+        enter("remove_template");
+        const auto info = find_template(owner, name);
+        templates.erase(owner + "/" + name);
+        auto& users = snapshots.at(info.snapshot_id).templates;
+        users.erase(std::remove(users.begin(), users.end(), name), users.end());
+    }
+    std::vector<pool::PoolInfo> pools(const std::string& owner) override {
+        const std::lock_guard lock(mutex);
+        enter("pools");
+        std::vector<pool::PoolInfo> out;
+        out.push_back(pool::PoolInfo{"", 2, 4, stats().pool});
+        for (const auto& [key, info] : templates) {
+            if (info.owner == owner)
+                out.push_back(pool::PoolInfo{info.name, info.pool.min_warm, info.pool.max_warm, {}});
+        }
+        return out;
+    }
+
     bool ready() override {
         const std::lock_guard lock(mutex);
         return is_ready;
@@ -306,6 +415,17 @@ private:
         if (it == sandboxes.end() || it->second.info.owner != owner) {
             throw pool::ServiceError::not_found("no sandbox " + id);
         }
+        return it->second;
+    }
+    pool::SnapshotInfo find_snapshot(const std::string& owner, const std::string& id) {  // requires mutex
+        const auto it = snapshots.find(id);
+        if (it == snapshots.end() || it->second.owner != owner)
+            throw pool::ServiceError::not_found("no snapshot " + id);
+        return it->second;
+    }
+    pool::TemplateInfo find_template(const std::string& owner, const std::string& name) {  // requires mutex
+        const auto it = templates.find(owner + "/" + name);
+        if (it == templates.end()) throw pool::ServiceError::not_found("no template " + name);
         return it->second;
     }
     // True when stopped by the token, false when released.
