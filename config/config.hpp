@@ -23,6 +23,7 @@ struct ServerConfig {
     std::uint64_t max_header_bytes = 0;
     std::uint64_t max_body_bytes = 0;    // JSON request bodies
     std::uint64_t max_upload_bytes = 0;  // file uploads
+    std::uint64_t max_import_bytes = 0;  // snapshot imports (spooled to disk)
     std::chrono::milliseconds read_timeout{0};
     std::chrono::milliseconds write_timeout{0};
     std::chrono::milliseconds shutdown_deadline{0};

@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <utility>
 
 #include "pool/random_id.hpp"
+#include "snapshot/export_stream.hpp"
+#include "snapshot/snapshot_error.hpp"
 #include "vmm/agent_client.hpp"
 #include "vmm/agent_error.hpp"
+#include "vmm/snapshot_io.hpp"
 
 namespace forkvm::pool {
 
@@ -882,6 +886,57 @@ SnapshotInfo SandboxManager::get_snapshot(const std::string& owner, const std::s
 
 void SandboxManager::remove_snapshot(const std::string& owner, const std::string& snapshot_id) {
     snapshots().remove(owner, snapshot_id);
+}
+
+void SandboxManager::export_snapshot(const std::string& owner, const std::string& snapshot_id,
+                                     const vmm::DataSink& sink) {
+    SnapshotStore& store = snapshots();
+    const SnapshotInfo info = store.get(owner, snapshot_id);
+    nlohmann::json meta = {
+        {"id", info.id},
+        {"labels", info.labels},
+        {"source_sandbox", info.source_sandbox},
+        {"created_unix_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(info.created.time_since_epoch()).count()}};
+    try {
+        snapshot::write_export(store.dir_of(owner, snapshot_id), meta, sink);
+    } catch (const snapshot::SnapshotError& e) {
+        throw ServiceError::internal(std::string("export failed: ") + e.what());
+    }
+}
+
+SnapshotInfo SandboxManager::import_snapshot(const std::string& owner, const vmm::DataSource& source) {
+    SnapshotStore& store = snapshots();
+    Labels labels;
+    try {
+        // `labels` is read by create() after the writer filled it in.
+        return store.create(owner, "", labels, [&](const std::string& dir) {
+            const auto meta = snapshot::read_export(source, dir, settings_.import_limits);
+            vmm::check_snapshot_runs_here(dir);
+            // Labels travel with the snapshot; anything malformed in them is dropped.
+            const auto it = meta.find("labels");
+            if (it != meta.end() && it->is_object()) {
+                for (const auto& [k, v] : it->items()) {
+                    if (v.is_string()) labels[k] = v.get<std::string>();
+                }
+            }
+        });
+    } catch (const snapshot::SnapshotError& e) {
+        switch (e.kind()) {
+            case snapshot::SnapshotErrorKind::too_large:
+                throw ServiceError(ErrorCode::payload_too_large,
+                                   std::string("snapshot import refused: ") + e.what(), "body");
+            case snapshot::SnapshotErrorKind::io:
+                throw ServiceError::internal(std::string("snapshot import failed: ") + e.what());
+            case snapshot::SnapshotErrorKind::incompatible:
+                throw ServiceError::invalid_argument(
+                    "body", std::string("the snapshot cannot run on this host: ") + e.what());
+            default:
+                throw ServiceError::invalid_argument("body", std::string("not a valid snapshot export (") +
+                                                                 std::string(snapshot::kind_name(e.kind())) +
+                                                                 "): " + e.what());
+        }
+    }
 }
 
 TemplateInfo SandboxManager::create_template(const std::string& owner, const CreateTemplate& request) {

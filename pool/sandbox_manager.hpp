@@ -40,6 +40,7 @@
 #include "pool/snapshot_store.hpp"
 #include "pool/template_catalog.hpp"
 #include "pool/warm_pool.hpp"
+#include "snapshot/export_stream.hpp"
 
 namespace forkvm::pool {
 
@@ -56,6 +57,7 @@ struct ManagerSettings {
     // insufficient_memory (503 + Retry-After) instead of adding a VM; 0 = never.
     std::uint64_t min_free_memory = 0;
     MemoryProbe memory_probe = host_mem_available;  // injectable for tests
+    snapshot::ImportLimits import_limits;           // bounds on an imported snapshot's files
 };
 
 // Throws ServiceError(invalid_argument) naming the offending field.
@@ -114,6 +116,9 @@ public:
     std::vector<SnapshotInfo> list_snapshots(const std::string& owner) override;
     SnapshotInfo get_snapshot(const std::string& owner, const std::string& snapshot_id) override;
     void remove_snapshot(const std::string& owner, const std::string& snapshot_id) override;
+    void export_snapshot(const std::string& owner, const std::string& snapshot_id,
+                         const vmm::DataSink& sink) override;
+    SnapshotInfo import_snapshot(const std::string& owner, const vmm::DataSource& source) override;
     TemplateInfo create_template(const std::string& owner, const CreateTemplate& request) override;
     std::vector<TemplateInfo> list_templates(const std::string& owner) override;
     TemplateInfo get_template(const std::string& owner, const std::string& name) override;

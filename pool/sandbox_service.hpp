@@ -162,6 +162,15 @@ public:
     virtual SnapshotInfo get_snapshot(const std::string& owner, const std::string& snapshot_id) = 0;
     // conflict while a template uses it.
     virtual void remove_snapshot(const std::string& owner, const std::string& snapshot_id) = 0;
+    // The snapshot as one compressed stream (snapshot/export_stream.hpp),
+    // through `sink` on the calling thread.
+    virtual void export_snapshot(const std::string& owner, const std::string& snapshot_id,
+                                 const vmm::DataSink& sink) = 0;
+    // A new snapshot from an export stream read from `source`: checked
+    // whole (format, sizes, SHA-256s, CPUID/KVM compatibility) before it is
+    // listed; a bad stream is invalid_argument (too big: payload_too_large)
+    // and leaves nothing behind.
+    virtual SnapshotInfo import_snapshot(const std::string& owner, const vmm::DataSource& source) = 0;
 
     // Templates: a snapshot with its own warm pool; create(template_name=...)
     // leases from it.

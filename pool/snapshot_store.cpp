@@ -193,11 +193,11 @@ SnapshotInfo SnapshotStore::create(const std::string& owner, const std::string& 
     info.id = random_id("snap-");
     info.owner = owner;
     info.source_sandbox = source_sandbox;
-    info.labels = labels;
     info.created = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
     const std::string tmp = (fs::path(settings_.root) / (std::string(kTmpPrefix) + info.id)).string();
     try {
         writer(tmp);
+        info.labels = labels;  // after the writer: an import's writer fills them in
         const auto verified = snapshot::verify_snapshot_dir(tmp, deep_check);
         info.memory_bytes = verified.manifest.memory_size;
         write_text_atomic((fs::path(tmp) / kMetaFileName).string(), meta_json(info));

@@ -48,6 +48,7 @@ public:
     // outside), and adds it. Quotas are checked before (count, bytes already
     // used) and after (bytes of the new one). Errors from the writer
     // propagate unchanged; nothing is left on disk after any failure.
+    // `labels` is read after the writer ran, so a writer may fill it in.
     SnapshotInfo create(const std::string& owner, const std::string& source_sandbox, const Labels& labels,
                         const Writer& writer, bool deep_check = false);
 

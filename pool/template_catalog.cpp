@@ -85,6 +85,7 @@ TemplatePoolSettings TemplateCatalog::checked_sizes(std::size_t min_warm, std::s
 std::shared_ptr<TemplateCatalog::PoolHandle> TemplateCatalog::open_pool(
     const Record& record, std::shared_ptr<VmSource> source) const {
     PoolSettings pool = settings_.pool_base;
+    pool.name = "template '" + record.name + "'";
     pool.min_warm = record.pool.min_warm;
     pool.max_warm = record.pool.max_warm;
     auto handle = std::make_shared<PoolHandle>();

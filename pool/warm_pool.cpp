@@ -1,6 +1,7 @@
 #include "pool/warm_pool.hpp"
 
 #include <algorithm>
+#include <spdlog/spdlog.h>
 #include <utility>
 
 #include "pool/random_id.hpp"
@@ -118,10 +119,15 @@ void WarmPool::refill_loop() {
         ++in_flight_;
         lock.unlock();
         std::unique_ptr<PooledVm> vm;
+        std::string failure;
         try {
             vm = source_.fork_paused(make_id_());
-        } catch (...) {
+        } catch (const std::exception& e) {
             vm.reset();  // counted as a failure below; a fork error never ends the thread
+            failure = e.what();
+        } catch (...) {
+            vm.reset();
+            failure = "unknown exception";
         }
         lock.lock();
         --in_flight_;
@@ -131,6 +137,9 @@ void WarmPool::refill_loop() {
             backoff_ = backoff_.count() == 0 ? settings_.backoff_initial
                                              : std::min(backoff_ * 2, settings_.backoff_max);
             backoff_until_ = Clock::now() + backoff_;
+            // At most one line per backoff period: the backoff paces the retries.
+            spdlog::warn("pool {}: fork failed (retry in {} ms): {}", settings_.name, backoff_.count(),
+                         failure.empty() ? "no VM returned" : failure);
             continue;
         }
         ++stats_.forks;

@@ -40,6 +40,7 @@
 namespace forkvm::pool {
 
 struct PoolSettings {
+    std::string name = "default";                    // in log lines
     std::size_t min_warm = 2;                        // kept ready even when nobody asks
     std::size_t max_warm = 4;                        // never more warm + forking than this; >= 1
     std::size_t refill_concurrency = 1;              // forks at once; >= 1

@@ -51,11 +51,13 @@ Response ApiHandlers::dispatch(const ApiRequest& request, ResponseStream& stream
         case RouteId::list_snapshots:
         case RouteId::get_snapshot:
         case RouteId::delete_snapshot:
+        case RouteId::export_snapshot:
+        case RouteId::import_snapshot:
         case RouteId::create_template:
         case RouteId::list_templates:
         case RouteId::get_template:
         case RouteId::update_template:
-        case RouteId::delete_template: return catalog_route(request);
+        case RouteId::delete_template: return catalog_route(request, stream);
         case RouteId::exec: return exec(request, stream);
         case RouteId::put_file:
         case RouteId::get_file:
@@ -68,11 +70,13 @@ Response ApiHandlers::dispatch(const ApiRequest& request, ResponseStream& stream
     }
 }
 
-Response ApiHandlers::catalog_route(const ApiRequest& request) const {
+Response ApiHandlers::catalog_route(const ApiRequest& request, ResponseStream& stream) const {
     const auto& owner = request.owner;
     const auto& id = request.route.sandbox_id;  // a sandbox, snapshot or template
     reject_unknown_params(request.query, {});
     switch (request.route.id) {
+        case RouteId::export_snapshot: return export_snapshot(request, stream);
+        case RouteId::import_snapshot: return import_snapshot(request);
         case RouteId::snapshot_sandbox: {
             const auto snapshot = service_.snapshot(owner, id, decode_snapshot(request.body));
             auto response = json_response(201, snapshot_json(snapshot));

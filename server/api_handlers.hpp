@@ -19,7 +19,8 @@ struct ApiRequest {
     RouteMatch route;
     Query query;
     std::string body;
-    std::string owner;  // owner id of the API key ("" on public routes)
+    std::string body_file;  // the spooled body (snapshot import) instead of `body`
+    std::string owner;      // owner id of the API key ("" on public routes)
     std::string request_id;
     bool accepts_ndjson = false;  // Accept: application/x-ndjson
     std::stop_token stop;         // requested when the client goes away or the server stops hard
@@ -37,7 +38,9 @@ public:
 private:
     Response dispatch(const ApiRequest& request, ResponseStream& stream) const;
     Response sandbox_route(const ApiRequest& request) const;
-    Response catalog_route(const ApiRequest& request) const;
+    Response catalog_route(const ApiRequest& request, ResponseStream& stream) const;
+    Response export_snapshot(const ApiRequest& request, ResponseStream& stream) const;
+    Response import_snapshot(const ApiRequest& request) const;
     Response exec(const ApiRequest& request, ResponseStream& stream) const;
     Response exec_stream(const ApiRequest& request, const pool::ExecCall& call, ResponseStream& stream) const;
     Response file_route(const ApiRequest& request, ResponseStream& stream) const;

@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
+#include <filesystem>
 #include <mutex>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -39,6 +40,7 @@ public:
         if (context_.options.max_connections == 0) {
             throw pool::ServiceError::invalid_argument("server.max_connections", "must be >= 1");
         }
+        prepare_spool_dir();
         error_code ec;
         const auto address = asio::ip::make_address(context_.options.host, ec);
         if (ec) {
@@ -142,6 +144,25 @@ private:
                 spdlog::error("http: an io handler threw: {}", e.what());
             } catch (...) {
                 spdlog::error("http: an io handler threw a non-standard exception");
+            }
+        }
+    }
+
+    // The folder for spooled import bodies: created if missing, and emptied of
+    // files a crashed run left behind.
+    void prepare_spool_dir() const {
+        const auto& dir = context_.options.spool_dir;
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec)
+            throw pool::ServiceError::invalid_argument("data_dir",
+                                                       "cannot create " + dir + ": " + ec.message());
+        std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                                     std::filesystem::perm_options::replace, ec);
+        for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+            if (it->path().filename().string().starts_with("import-")) {
+                std::error_code remove_ec;
+                std::filesystem::remove(it->path(), remove_ec);
             }
         }
     }

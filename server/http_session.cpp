@@ -95,7 +95,13 @@ bool is_json_content_type(std::string_view value) {
 // Boost 1.74's Beast speaks boost::string_view.
 std::string_view sv(beast::string_view text) noexcept { return {text.data(), text.size()}; }
 
-constexpr std::size_t max_drain_bytes = 1024 * 1024;
+// Lingering close (as nginx's lingering_close): after a response that ends
+// the connection early (413, 431, a malformed request) the rest of what the
+// client is still sending is read and dropped for a while, so that its
+// kernel does not turn our close into a reset that discards the response
+// before the client reads it. Bounded in bytes and time.
+constexpr std::size_t max_drain_bytes = 16 * 1024 * 1024;
+constexpr std::chrono::milliseconds drain_time{2000};
 
 // A malformed request (as opposed to a closed or timed-out connection).
 bool is_parse_error(const error_code& ec) {
@@ -219,11 +225,14 @@ void HttpSession::read_request() {
     owner_.clear();
     peer_gone_ = false;
     stop_ = std::stop_source{};
+    file_parser_.reset();
+    spool_.reset();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(context_.options.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
     // The real per-route limit is set once the route is known (after the headers).
-    parser_->body_limit(std::max(context_.options.max_body_bytes, context_.options.max_upload_bytes));
+    parser_->body_limit(std::max({context_.options.max_body_bytes, context_.options.max_upload_bytes,
+                                  context_.options.max_import_bytes}));
     arm_timer(context_.options.read_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
@@ -295,6 +304,7 @@ void HttpSession::on_header(error_code ec) {
     }
 
     const bool upload = route_->id == RouteId::put_file;
+    const bool import = route_->id == RouteId::import_snapshot;
     if (has_body && route_takes_json(route_->id)) {
         const auto content_type = sv(request[http::field::content_type]);
         if (!content_type.empty() && !is_json_content_type(content_type)) {
@@ -304,7 +314,9 @@ void HttpSession::on_header(error_code ec) {
             return;
         }
     }
-    const std::uint64_t limit = upload ? context_.options.max_upload_bytes : context_.options.max_body_bytes;
+    const std::uint64_t limit = import   ? context_.options.max_import_bytes
+                                : upload ? context_.options.max_upload_bytes
+                                         : context_.options.max_body_bytes;
     const auto length = parser_->content_length();
     if (length && *length > limit) {
         respond_error(413,
@@ -318,6 +330,7 @@ void HttpSession::on_header(error_code ec) {
         return;
     }
     parser_->body_limit(limit);
+    if (import && !spool_body(limit)) return;
     if (header_contains(sv(request[http::field::expect]), "100-continue")) {
         auto continue_line = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
         asio::async_write(stream_, asio::buffer(*continue_line),
@@ -333,14 +346,50 @@ void HttpSession::on_header(error_code ec) {
     read_body();
 }
 
+// Snapshot imports can be gigabytes: their body goes to a file in the spool
+// folder (Beast's file_body, after the headers were read into the ordinary
+// parser), under a longer read deadline. The file is removed when the next
+// request starts or the connection ends.
+bool HttpSession::spool_body(std::uint64_t limit) {
+    spool_.reset();
+    const auto path = context_.options.spool_dir + "/import-" + request_id_;
+    file_parser_.emplace(std::move(*parser_));
+    parser_.reset();
+    file_parser_->body_limit(limit);
+    error_code ec;
+    file_parser_->get().body().open(path.c_str(), boost::beast::file_mode::write_new, ec);
+    if (ec) {
+        spdlog::error("[{}] cannot create the spool file {}: {}", request_id_, path, ec.message());
+        respond_error(
+            503, ServiceError(ErrorCode::unavailable, "cannot store the upload now", std::nullopt, 5), true);
+        return false;
+    }
+    spool_ = std::make_unique<SpoolFile>(path);
+    arm_timer(std::max(context_.options.read_timeout, context_.options.import_read_timeout));
+    return true;
+}
+
 void HttpSession::read_body() {
+    if (file_parser_) {
+        http::async_read(stream_, buffer_, *file_parser_,
+                         [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+        return;
+    }
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+}
+
+const http::request_header<>& HttpSession::request_header() const {
+    if (file_parser_) return file_parser_->get().base();
+    return parser_->get().base();
 }
 
 void HttpSession::on_body(error_code ec) {
     if (closed_) return;
     if (ec) {
+        // A spooled body that will not be used goes at once.
+        file_parser_.reset();
+        spool_.reset();
         if (ec == http::error::body_limit) {
             respond_error(413, ServiceError(ErrorCode::payload_too_large, "request body too large", "body"),
                           true);
@@ -364,15 +413,20 @@ void HttpSession::dispatch() {
     request->owner = owner_;
     request->request_id = request_id_;
     request->stop = stop_.get_token();
-    auto& message = parser_->get();
-    request->accepts_ndjson = header_contains(sv(message[http::field::accept]), "application/x-ndjson");
+    const auto& header = request_header();
+    request->accepts_ndjson = header_contains(sv(header[http::field::accept]), "application/x-ndjson");
     try {
-        request->query = Query::parse(split_target(sv(message.target())).query);
+        request->query = Query::parse(split_target(sv(header.target())).query);
     } catch (const ServiceError& error) {
         respond_error(400, error, false);
         return;
     }
-    request->body = std::move(message.body());
+    if (file_parser_) {
+        file_parser_->get().body().close();
+        request->body_file = spool_->path;
+    } else {
+        request->body = std::move(parser_->get().body());
+    }
 
     auto self = shared_from_this();
     const bool queued = context_.workers.try_submit([self, request] {
@@ -426,6 +480,7 @@ void HttpSession::on_watch(error_code ec) {
 }
 
 void HttpSession::handler_done(Response response, bool streamed, std::uint64_t streamed_bytes) {
+    spool_.reset();  // the handler is done with a spooled body
     if (watch_pending_) {
         // Stop watching first: the next read must not race the watch.
         after_watch_ = [self = shared_from_this(), response = std::move(response), streamed,
@@ -578,11 +633,11 @@ void HttpSession::plain_graceful_close() {
     // body, huge headers) reads our response instead of a reset.
     error_code ignored;
     stream_.socket().shutdown(Socket::shutdown_send, ignored);
-    arm_timer(std::chrono::milliseconds(500));
-    drain(std::make_shared<std::array<char, 4096>>(), 0);
+    arm_timer(drain_time);
+    drain(std::make_shared<std::array<char, 65536>>(), 0);
 }
 
-void HttpSession::drain(std::shared_ptr<std::array<char, 4096>> scratch, std::size_t drained) {
+void HttpSession::drain(std::shared_ptr<std::array<char, 65536>> scratch, std::size_t drained) {
     auto& buffer = *scratch;
     stream_.socket().async_read_some(asio::buffer(buffer),
                                      [self = shared_from_this(), scratch = std::move(scratch), drained](
@@ -599,6 +654,11 @@ void HttpSession::close_now(std::string_view why) {
     if (closed_) return;
     spdlog::debug("[{}] closing the connection ({})", request_id_, why);
     closed_ = true;
+    if (phase_ != Phase::handling) {
+        // A half-received spooled body goes now (a running handler may still read it).
+        file_parser_.reset();
+        spool_.reset();
+    }
     phase_ = Phase::closing;
     disarm_timer();
     error_code ignored;
@@ -608,7 +668,7 @@ void HttpSession::close_now(std::string_view why) {
 
 void HttpSession::close_if_idle() {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
-        if (self->phase_ == Phase::reading && self->buffer_.size() == 0 &&
+        if (self->phase_ == Phase::reading && self->buffer_.size() == 0 && !self->file_parser_ &&
             (!self->parser_ || !self->parser_->got_some())) {
             self->close_now("idle at shutdown");
         }

@@ -12,11 +12,14 @@
 // runs there is no timeout, but the connection watches the socket: a client
 // that closes it makes the request's stop token fire (an exec is killed).
 
+#include <unistd.h>
+
 #include <array>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/file_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -61,12 +64,23 @@ public:
 private:
     enum class Phase { reading, handling, writing, closing };
     using Parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+    using FileParser = boost::beast::http::request_parser<boost::beast::http::file_body>;
+    // A request body spooled to disk; the file goes with this object.
+    struct SpoolFile {
+        explicit SpoolFile(std::string p) : path(std::move(p)) {}
+        ~SpoolFile() { ::unlink(path.c_str()); }
+        SpoolFile(const SpoolFile&) = delete;
+        SpoolFile& operator=(const SpoolFile&) = delete;
+        std::string path;
+    };
 
     void tls_accept();
     void refuse_plain_http();
     void read_request();
     void on_header(boost::system::error_code ec);
+    bool spool_body(std::uint64_t limit);
     void read_body();
+    const boost::beast::http::request_header<>& request_header() const;
     void on_body(boost::system::error_code ec);
     void dispatch();
     void watch_peer();
@@ -80,7 +94,7 @@ private:
                      const std::string& error_message);
     void graceful_close();
     void plain_graceful_close();
-    void drain(std::shared_ptr<std::array<char, 4096>> scratch, std::size_t drained);
+    void drain(std::shared_ptr<std::array<char, 65536>> scratch, std::size_t drained);
     void close_now(std::string_view why);
 
     void arm_timer(std::chrono::milliseconds timeout);
@@ -92,6 +106,8 @@ private:
     ServerContext& context_;
     boost::beast::flat_buffer buffer_;
     std::optional<Parser> parser_;
+    std::optional<FileParser> file_parser_;  // instead of parser_ for a spooled body
+    std::unique_ptr<SpoolFile> spool_;
     std::shared_ptr<void> response_keeper_;  // the message being written
     Phase phase_ = Phase::reading;
     bool closed_ = false;

@@ -15,7 +15,7 @@ struct RouteDef {
     RouteId id;
 };
 
-constexpr std::array<RouteDef, 29> routes = {{
+constexpr std::array<RouteDef, 31> routes = {{
     {"GET", "/healthz", RouteId::healthz},
     {"GET", "/readyz", RouteId::readyz},
     {"GET", "/metrics", RouteId::metrics},
@@ -39,6 +39,8 @@ constexpr std::array<RouteDef, 29> routes = {{
     {"GET", "/v1/snapshots", RouteId::list_snapshots},
     {"GET", "/v1/snapshots/{id}", RouteId::get_snapshot},
     {"DELETE", "/v1/snapshots/{id}", RouteId::delete_snapshot},
+    {"GET", "/v1/snapshots/{id}/export", RouteId::export_snapshot},
+    {"POST", "/v1/snapshots/import", RouteId::import_snapshot},
     {"POST", "/v1/templates", RouteId::create_template},
     {"GET", "/v1/templates", RouteId::list_templates},
     {"GET", "/v1/templates/{name}", RouteId::get_template},

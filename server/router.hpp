@@ -32,6 +32,8 @@ enum class RouteId {
     list_snapshots,
     get_snapshot,
     delete_snapshot,
+    export_snapshot,
+    import_snapshot,
     create_template,
     list_templates,
     get_template,

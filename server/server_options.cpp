@@ -45,6 +45,8 @@ ServerOptions server_options_from(const config::Config& config) {
     if (s.read_timeout.count() > 0) options.read_timeout = s.read_timeout;
     if (s.write_timeout.count() > 0) options.write_timeout = s.write_timeout;
     if (s.shutdown_deadline.count() > 0) options.shutdown_deadline = s.shutdown_deadline;
+    options.spool_dir = config.data_dir + "/spool";
+    if (s.max_import_bytes > 0) options.max_import_bytes = s.max_import_bytes;
     options.tls_cert = s.tls_cert;
     options.tls_key = s.tls_key;
     options.api_keys = config.auth.api_keys;

@@ -37,6 +37,12 @@ struct ServerOptions {
     // PEM files; both set = HTTPS only (see tls_context.hpp), both empty = plain HTTP.
     std::string tls_cert;
     std::string tls_key;
+    // Snapshot imports: their bodies are spooled to files in spool_dir
+    // (created at start, emptied of leftovers), up to max_import_bytes each,
+    // with import_read_timeout to arrive.
+    std::string spool_dir = "/var/lib/forkvm/spool";
+    std::uint64_t max_import_bytes = 64ULL << 30;
+    std::chrono::milliseconds import_read_timeout{std::chrono::hours(1)};
     // Chunk size used to stream uploads to the service.
     std::size_t upload_chunk_bytes = 64 * 1024;
 };

@@ -19,41 +19,34 @@ namespace {
 // cache and never matter next to guest memory.
 constexpr std::size_t kChunkSize = std::size_t{1} << 20;
 
-struct MdCtxDeleter {
-    void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
-};
-using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+}  // namespace
+
+void Sha256Stream::CtxDeleter::operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
+
+Sha256Stream::Sha256Stream(std::string what) : what_(std::move(what)), ctx_(EVP_MD_CTX_new()) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) fail();
+}
+
+void Sha256Stream::update(std::span<const std::uint8_t> bytes) {
+    if (!bytes.empty() && EVP_DigestUpdate(ctx_.get(), bytes.data(), bytes.size()) != 1) fail();
+}
+
+Sha256Digest Sha256Stream::finish() {
+    Sha256Digest digest{};
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), digest.data(), &len) != 1 || len != digest.size()) fail();
+    return digest;
+}
 
 // OpenSSL failures here mean allocation failure or a broken library; they
 // are reported as io errors rather than crashing.
-class Hasher {
-public:
-    explicit Hasher(const std::string& what) : what_(what), ctx_(EVP_MD_CTX_new()) {
-        if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) fail();
-    }
-    void update(const void* data, std::size_t size) {
-        if (size != 0 && EVP_DigestUpdate(ctx_.get(), data, size) != 1) fail();
-    }
-    Sha256Digest finish() {
-        Sha256Digest digest{};
-        unsigned int len = 0;
-        if (EVP_DigestFinal_ex(ctx_.get(), digest.data(), &len) != 1 || len != digest.size()) fail();
-        return digest;
-    }
-
-private:
-    [[noreturn]] void fail() const {
-        throw SnapshotError(SnapshotErrorKind::io, what_, "OpenSSL SHA-256 failed");
-    }
-    std::string what_;
-    MdCtx ctx_;
-};
-
-}  // namespace
+void Sha256Stream::fail() const {
+    throw SnapshotError(SnapshotErrorKind::io, what_, "OpenSSL SHA-256 failed");
+}
 
 Sha256Digest sha256(std::span<const std::uint8_t> bytes) {
-    Hasher hasher("<memory>");
-    hasher.update(bytes.data(), bytes.size());
+    Sha256Stream hasher("<memory>");
+    hasher.update(bytes);
     return hasher.finish();
 }
 
@@ -64,7 +57,7 @@ Sha256Digest sha256_file(const std::string& path) {
         if (err == ENOENT) throw SnapshotError(SnapshotErrorKind::not_found, path, "no such file");
         throw io_error(path, "open", err);
     }
-    Hasher hasher(path);
+    Sha256Stream hasher(path);
     std::vector<std::uint8_t> buffer(kChunkSize);
     for (;;) {
         ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
@@ -73,7 +66,7 @@ Sha256Digest sha256_file(const std::string& path) {
             throw io_error(path, "read", errno);
         }
         if (n == 0) break;
-        hasher.update(buffer.data(), static_cast<std::size_t>(n));
+        hasher.update(std::span(buffer.data(), static_cast<std::size_t>(n)));
     }
     return hasher.finish();
 }

@@ -8,7 +8,9 @@
 #include <filesystem>
 
 #include "snapshot/snapshot_error.hpp"
+#include "vmm/kvm.hpp"
 #include "vmm/unique_fd.hpp"
+#include "vmm/vm_state.hpp"
 
 namespace forkvm::vmm {
 
@@ -58,6 +60,11 @@ LoadedSnapshot load_snapshot(const std::string& dir) {
     // The mapping keeps the file referenced; the fd is not needed after it.
     return LoadedSnapshot{GuestMemory::map_file(fd.get(), verified.manifest.memory_size),
                           std::move(verified.state)};
+}
+
+void check_snapshot_runs_here(const std::string& dir) {
+    const snapshot::VerifiedSnapshot verified = snapshot::verify_snapshot_dir(dir, /*deep=*/true);
+    check_host_identity(Kvm::open(), verified.state);
 }
 
 }  // namespace forkvm::vmm

@@ -32,4 +32,11 @@ struct LoadedSnapshot {
 // Throws snapshot::SnapshotError with the kind of problem.
 LoadedSnapshot load_snapshot(const std::string& dir);
 
+// For snapshots from elsewhere (imports): the deep check (every byte of
+// memory.bin against the manifest's SHA-256) and the host check a restore
+// would make (CPUID and KVM capabilities, via /dev/kvm), without starting a
+// VM. Throws snapshot::SnapshotError (incompatible, corrupt, ...) or SysError
+// when /dev/kvm cannot be opened.
+void check_snapshot_runs_here(const std::string& dir);
+
 }  // namespace forkvm::vmm

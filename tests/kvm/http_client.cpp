@@ -202,6 +202,13 @@ HttpResponse HttpClient::post_raw(const std::string& target, const std::string& 
     return send(r);
 }
 
+HttpResponse HttpClient::patch(const std::string& target, const std::string& key,
+                               const nlohmann::json& body) {
+    HttpRequest r{"PATCH", target, {{"Content-Type", "application/json"}}, body.dump()};
+    if (!key.empty()) r.headers["Authorization"] = "Bearer " + key;
+    return send(r);
+}
+
 HttpResponse HttpClient::put(const std::string& target, const std::string& key, const std::string& body) {
     HttpRequest r{"PUT", target, {{"Content-Type", "application/octet-stream"}}, body};
     if (!key.empty()) r.headers["Authorization"] = "Bearer " + key;

@@ -50,6 +50,7 @@ public:
     HttpResponse post(const std::string& target, const std::string& key, const nlohmann::json& body);
     HttpResponse post_raw(const std::string& target, const std::string& key, const std::string& body,
                           const std::string& content_type = "application/json");
+    HttpResponse patch(const std::string& target, const std::string& key, const nlohmann::json& body);
     HttpResponse put(const std::string& target, const std::string& key, const std::string& body);
 
     // Sends raw bytes on a fresh connection and returns what the server sent

@@ -30,6 +30,7 @@
 
 #include "tests/kvm/http_client.hpp"
 #include "tests/kvm/vm_fixture.hpp"
+#include "tests/support/test_pki.hpp"
 
 extern char** environ;
 
@@ -90,7 +91,7 @@ public:
 
     // Waits for the "listening on http://HOST:PORT" line; returns the port.
     std::uint16_t wait_listening(std::chrono::seconds limit) {
-        static const std::regex re(R"(listening on http://[0-9.]+:([0-9]+))");
+        static const std::regex re(R"(listening on https?://[0-9.]+:([0-9]+))");
         std::smatch m;
         const bool ok = poll_until(
             [&] {
@@ -175,8 +176,8 @@ struct Fixture {
         fs::remove_all(dir, ec);
     }
 
-    void start() {
-        server = std::make_unique<ServerProcess>(dir / "config.json", log);
+    void start(const std::string& config_name = "config.json") {
+        server = std::make_unique<ServerProcess>(dir / config_name, log);
         port = server->wait_listening(std::chrono::seconds(600));
         http = std::make_unique<HttpClient>("127.0.0.1", port);
         http->record_to(record.string());
@@ -211,6 +212,17 @@ json exec(const std::string& id, const json& body, const std::string& key = kKey
 // The VM processes of the server: its children (the zygote, warm clones and
 // sandboxes are all children, forks included).
 std::size_t vm_processes() { return children_of(fixture().server->pid()).size(); }
+
+// Runs a shell command; returns its stdout.
+std::string run_capture(const std::string& cmd) {
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::string out;
+    char buf[4096];
+    while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    ::pclose(p);
+    return out;
+}
 
 std::size_t open_fds(pid_t pid) {
     std::size_t n = 0;
@@ -556,8 +568,175 @@ TEST_CASE("server: lease, exec and delete cycles at concurrency 8 finish without
         data_entries.push_back(fs::relative(e.path(), fixture().dir / "data").string());
     }
     INFO("data folder: " << nlohmann::json(data_entries).dump());
-    CHECK(data_entries.size() == 5);  // golden/, golden/golden-<key>/ and its 3 files
+    // golden/, golden/golden-<key>/ and its 3 files; snapshots/, templates/ and spool/ (empty)
+    CHECK(data_entries.size() == 8);
     for (const auto& name : data_entries) CHECK(name.find(".tmp-") == std::string::npos);
+}
+
+// The template pool's numbers in GET /v1/pools (null if it is not listed).
+json template_pool(const std::string& name) {
+    for (const auto& pool : http().get("/v1/pools", kKeyA).json()["pools"]) {
+        if (pool["template"] == name) return pool;
+    }
+    return nullptr;
+}
+
+std::string g_snapshot_id;  // the "py" template's snapshot, checked again after the restart
+
+TEST_CASE(
+    "server: a template made from a sandbox starts sandboxes with its files; its pool refills and drains") {
+    // A sandbox where the user "installed a runtime".
+    const std::string source = create_sandbox(kKeyA);
+    exec(source, {{"shell", "mkdir -p /tmp/rt && echo numpy-ready > /tmp/rt/marker"}});
+
+    auto r = http().post("/v1/sandboxes/" + source + "/snapshot", kKeyA, {{"labels", {{"runtime", "py"}}}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const json snap = r.json();
+    g_snapshot_id = snap["id"];
+    CHECK(snap["source_sandbox"] == source);
+    CHECK(snap["memory_bytes"].get<std::uint64_t>() > 0);
+    CHECK(snap["disk_bytes"].get<std::uint64_t>() > 0);
+    CHECK(http().get("/v1/snapshots/" + g_snapshot_id, kKeyB).status == 404);
+    CHECK(http().get("/v1/snapshots", kKeyA).json()["snapshots"].size() == 1);
+    // The source runs on after its snapshot, and what it does now is not in the snapshot.
+    exec(source, {{"shell", "echo changed-later > /tmp/rt/marker"}});
+
+    r = http().post("/v1/templates", kKeyA,
+                    {{"name", "py"}, {"snapshot_id", g_snapshot_id}, {"min_warm", 1}, {"max_warm", 2}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    CHECK(r.json()["state"] == "ready");
+    CHECK(http().get("/v1/templates/py", kKeyB).status == 404);
+    CHECK(http().del("/v1/snapshots/" + g_snapshot_id, kKeyA).status == 409);  // the template uses it
+
+    // Its pool warms...
+    REQUIRE(poll_until([] { return template_pool("py")["warm"] == 1; }, 300s));
+    // ...a sandbox from it sees the file at once, with its own identity...
+    const std::string from_template = create_sandbox(kKeyA, {{"template", "py"}});
+    const json got = http().get("/v1/sandboxes/" + from_template, kKeyA).json();
+    CHECK(got["template"] == "py");
+    CHECK(exec(from_template, {{"shell", "cat /tmp/rt/marker; hostname"}})["stdout"] ==
+          "numpy-ready\n" + from_template + "\n");
+    // ...and the pool refills behind it.
+    CHECK(poll_until(
+        [] {
+            const json pool = template_pool("py");
+            return pool["warm"] == 1 && pool["forks"].get<int>() >= 2;
+        },
+        300s));
+    // Forks of a template sandbox keep its template.
+    r = http().post("/v1/sandboxes/" + from_template + "/fork", kKeyA, json::object());
+    REQUIRE(r.status == 201);
+    const std::string clone = r.json()["sandboxes"][0]["id"];
+    CHECK(r.json()["sandboxes"][0]["template"] == "py");
+    CHECK(exec(clone, {{"cmd", {"cat", "/tmp/rt/marker"}}})["stdout"] == "numpy-ready\n");
+
+    // A second template from the same snapshot, deleted while one of its
+    // sandboxes lives: its pool drains (warm VMs and zygote gone), the sandbox runs on.
+    r = http().post("/v1/templates", kKeyA,
+                    {{"name", "py-tmp"}, {"snapshot_id", g_snapshot_id}, {"min_warm", 2}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    REQUIRE(poll_until([] { return template_pool("py-tmp")["warm"] == 2; }, 300s));
+    const std::string survivor = create_sandbox(kKeyA, {{"template", "py-tmp"}});
+    REQUIRE(poll_until([] { return template_pool("py-tmp")["warm"] == 2; }, 300s));
+    const std::size_t before = vm_processes();
+    CHECK(http().del("/v1/templates/py-tmp", kKeyA).status == 204);
+    CHECK(http().get("/v1/templates/py-tmp", kKeyA).status == 404);
+    CHECK(template_pool("py-tmp").is_null());
+    CHECK(poll_until([&] { return vm_processes() == before - 3; }, 120s));  // 2 warm + the zygote
+    CHECK(exec(survivor, {{"cmd", {"cat", "/tmp/rt/marker"}}})["stdout"] == "numpy-ready\n");
+    r = http().post("/v1/sandboxes", kKeyA, {{"template", "py-tmp"}});
+    CHECK(r.status == 404);
+
+    // Resizing "py" keeps it working; the template and snapshot stay for the restart case.
+    r = http().patch("/v1/templates/py", kKeyA, {{"min_warm", 1}, {"max_warm", 3}});
+    INFO(r.body);
+    CHECK(r.status == 200);
+    CHECK(r.json()["max_warm"] == 3);
+    for (const auto& id : {source, from_template, clone, survivor}) {
+        CHECK(http().del("/v1/sandboxes/" + id, kKeyA).status == 204);
+    }
+}
+
+// Entries of a folder (none if it does not exist).
+std::vector<std::string> entries_of(const fs::path& dir) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        out.push_back(it->path().filename().string());
+    }
+    return out;
+}
+
+TEST_CASE("server: a snapshot exported from one server and imported into another makes a working template") {
+    auto& f = fixture();
+    REQUIRE_FALSE(g_snapshot_id.empty());
+    auto r = http().get("/v1/snapshots/" + g_snapshot_id + "/export", kKeyA);
+    REQUIRE(r.status == 200);
+    const std::string stream = r.body;
+    MESSAGE("export stream: " << stream.size() << " bytes");
+    CHECK(stream.size() > 1000);
+    CHECK(http().get("/v1/snapshots/" + g_snapshot_id + "/export", kKeyB).status == 404);
+
+    // A second server with its own data folder (sharing the golden cache, so
+    // it does not boot the golden VM again) and its own keys.
+    const fs::path dir2 = f.dir / "second";
+    fs::create_directories(dir2 / "data");
+    fs::create_directory_symlink(f.dir / "data" / "golden", dir2 / "data" / "golden");
+    json config = json::parse(read_file(f.dir / "config.json"));
+    config["data_dir"] = (dir2 / "data").string();
+    config["pool"]["min_warm"] = 1;
+    config["auth"]["api_keys"] = {kKeyB};
+    std::ofstream(dir2 / "config.json") << config.dump(2);
+    ServerProcess second(dir2 / "config.json",
+                         fs::path(FORKVM_TEST_BINARY).parent_path() / "server_test_second.log");
+    const std::uint16_t port2 = second.wait_listening(600s);
+    HttpClient http2("127.0.0.1", port2);
+    http2.record_to(f.record.string());
+    REQUIRE(poll_until([&] { return http2.get("/readyz", "").status == 200; }, 600s));
+
+    // Damaged uploads are refused and leave nothing: cut short, one byte flipped, not an export.
+    const auto snapshots2 = dir2 / "data" / "snapshots";
+    const auto spool2 = dir2 / "data" / "spool";
+    std::string flipped = stream;
+    flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x01);
+    for (const std::string& bad : {stream.substr(0, stream.size() / 2), flipped, std::string("hello")}) {
+        r = http2.post_raw("/v1/snapshots/import", kKeyB, bad, "application/octet-stream");
+        INFO(r.body);
+        CHECK(r.status == 400);
+        CHECK(r.error_field() == "body");
+        CHECK(entries_of(snapshots2).empty());
+        CHECK(entries_of(spool2).empty());
+    }
+    CHECK(http2.get("/v1/snapshots", kKeyB).json()["snapshots"].empty());
+
+    // The intact stream imports, and a template from it serves the file.
+    r = http2.post_raw("/v1/snapshots/import", kKeyB, stream, "application/octet-stream");
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string imported = r.json()["id"];
+    CHECK(imported != g_snapshot_id);
+    CHECK(r.json()["labels"]["runtime"] == "py");
+    CHECK(r.json()["source_sandbox"].is_null());
+    CHECK(entries_of(spool2).empty());
+    r = http2.post("/v1/templates", kKeyB,
+                   {{"name", "py-imported"}, {"snapshot_id", imported}, {"min_warm", 1}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    r = http2.post("/v1/sandboxes", kKeyB, {{"template", "py-imported"}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string id = r.json()["id"];
+    r = http2.post("/v1/sandboxes/" + id + "/exec", kKeyB, {{"cmd", {"cat", "/tmp/rt/marker"}}});
+    CHECK(r.json()["stdout"] == "numpy-ready\n");
+
+    const std::vector<pid_t> vms = children_of(second.pid());
+    second.signal(SIGTERM);
+    REQUIRE(poll_until([&] { return second.exited(); }, 120s));
+    CHECK(WEXITSTATUS(second.status()) == 0);
+    CHECK(forkvm::test::all_reaped(vms, 30s));
 }
 
 TEST_CASE("server: every recorded response matches the OpenAPI document") {
@@ -601,6 +780,17 @@ TEST_CASE("server: kill -9 leaves no VM process, and a restart reuses the cached
     const std::string id = create_sandbox(kKeyA);
     CHECK(exec(id, {{"cmd", {"echo", "after restart"}}})["stdout"] == "after restart\n");
 
+    // Snapshots and templates survive the restart and work at once.
+    const auto snapshots = http().get("/v1/snapshots", kKeyA).json()["snapshots"];
+    REQUIRE(snapshots.size() == 1);
+    CHECK(snapshots[0]["id"] == g_snapshot_id);
+    CHECK(snapshots[0]["templates"] == json::array({"py"}));
+    const json tpl = http().get("/v1/templates/py", kKeyA).json();
+    CHECK(tpl["state"] == "ready");
+    CHECK(tpl["max_warm"] == 3);
+    const std::string from_template = create_sandbox(kKeyA, {{"template", "py"}});
+    CHECK(exec(from_template, {{"cmd", {"cat", "/tmp/rt/marker"}}})["stdout"] == "numpy-ready\n");
+
     // SIGTERM: a graceful stop that destroys every VM and exits 0.
     const std::vector<pid_t> vms2 = children_of(f.server->pid());
     f.server->signal(SIGTERM);
@@ -608,4 +798,47 @@ TEST_CASE("server: kill -9 leaves no VM process, and a restart reuses the cached
     CHECK(WIFEXITED(f.server->status()));
     CHECK(WEXITSTATUS(f.server->status()) == 0);
     CHECK(forkvm::test::all_reaped(vms2, 30s));
+}
+
+TEST_CASE("server: with a certificate it serves HTTPS only; plain HTTP to it fails cleanly") {
+    auto& f = fixture();
+    forkvm::test::TestPki pki;
+    const auto pem = pki.issue({"localhost"}, {"127.0.0.1"});
+    std::ofstream(f.dir / "ca.pem") << pki.ca_pem();
+    std::ofstream(f.dir / "cert.pem") << pem.cert;
+    std::ofstream(f.dir / "key.pem") << pem.key;
+    json config = json::parse(read_file(f.dir / "config.json"));
+    config["server"]["tls_cert"] = (f.dir / "cert.pem").string();
+    config["server"]["tls_key"] = (f.dir / "key.pem").string();
+    std::ofstream(f.dir / "config_tls.json") << config.dump(2);
+
+    f.server = std::make_unique<ServerProcess>(f.dir / "config_tls.json", f.log);
+    const std::uint16_t port = f.server->wait_listening(600s);
+    CHECK(f.server->log().find("listening on https://") != std::string::npos);
+    const std::string p = std::to_string(port);
+    const std::string https = "curl -sS --max-time 60 --cacert " + (f.dir / "ca.pem").string() +
+                              " --resolve localhost:" + p +
+                              ":127.0.0.1 -w '\\n%{http_code}' https://localhost:" + p;
+    REQUIRE(poll_until([&] { return run_capture(https + "/readyz").ends_with("\n200"); }, 600s));
+    const std::string listed = run_capture(https + "/v1/templates -H 'Authorization: Bearer " + kKeyA + "'");
+    INFO(listed);
+    CHECK(listed.ends_with("\n200"));
+    CHECK(listed.find("\"name\":\"py\"") != std::string::npos);
+
+    // Plain HTTP to the HTTPS port: a plain-text 400 naming the problem, then close.
+    const std::string plain =
+        run_capture("curl -sS --max-time 60 -w '\\n%{http_code}' http://127.0.0.1:" + p + "/healthz");
+    INFO(plain);
+    CHECK(plain.find("this port speaks HTTPS") != std::string::npos);
+    CHECK(plain.ends_with("\n400"));
+    // A client that does not trust the certificate gets no answer, and the server is unharmed.
+    CHECK(run_capture("curl -sS --max-time 60 -o /dev/null -w '%{http_code}' https://127.0.0.1:" + p +
+                      "/healthz 2>/dev/null") == "000");
+    CHECK(run_capture(https + "/healthz").ends_with("\n200"));
+
+    const std::vector<pid_t> vms = children_of(f.server->pid());
+    f.server->signal(SIGTERM);
+    REQUIRE(poll_until([&] { return f.server->exited(); }, 120s));
+    CHECK(WEXITSTATUS(f.server->status()) == 0);
+    CHECK(forkvm::test::all_reaped(vms, 30s));
 }

@@ -123,3 +123,57 @@ TEST_CASE("server catalog: bad template requests") {
     CHECK(f.call("DELETE", "/v1/templates/nope").status == 404);
     CHECK(f.call("PUT", "/v1/templates/py").status == 405);
 }
+
+TEST_CASE("server catalog: export streams the snapshot; import spools the body to disk and cleans up") {
+    Fixture f;
+    const std::string snap = f.call("POST", "/v1/sandboxes/sb-a/snapshot").json()["id"];
+    auto r = f.call("GET", "/v1/snapshots/" + snap + "/export");
+    CHECK(r.status == 200);
+    CHECK(r.header("content-type") == "application/octet-stream");
+    CHECK(r.header("transfer-encoding") == "chunked");
+    CHECK(r.body.size() == 4000 * ("EXPORT:" + snap + "\n").size());
+    CHECK(f.call("GET", "/v1/snapshots/" + snap + "/export", "", {}, key_b).status == 404);
+    CHECK(f.call("GET", "/v1/snapshots/" + snap + "/export?x=1").status == 400);
+
+    const std::string upload = "FAKE-EXPORT" + std::string(100 * 1024, 'x');
+    r = f.call("POST", "/v1/snapshots/import", upload, {{"Content-Type", "application/octet-stream"}});
+    CHECK(r.status == 201);
+    CHECK(r.json()["source_sandbox"].is_null());
+    CHECK(r.header("location") == "/v1/snapshots/" + r.json()["id"].get<std::string>());
+    CHECK(f.service.last_import_size == upload.size());
+
+    r = f.call("POST", "/v1/snapshots/import", "garbage", {{"Content-Type", "application/octet-stream"}});
+    CHECK(r.status == 400);
+    CHECK(r.json()["error"]["field"] == "body");
+    // Above server.max_import_bytes (256 KiB in these tests): refused before any byte is stored.
+    r = f.call("POST", "/v1/snapshots/import", std::string(300 * 1024, 'x'),
+               {{"Content-Type", "application/octet-stream"}});
+    CHECK(r.status == 413);
+    CHECK(f.call("POST", "/v1/snapshots/import", "", {}, "").status == 401);
+
+    // Nothing is left in the spool folder.
+    std::size_t spooled = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(test_options().spool_dir))
+        ++spooled;
+    CHECK(spooled == 0U);
+}
+
+TEST_CASE("server catalog: an import body larger than the limit without Content-Length is cut off with 413") {
+    Fixture f;
+    RawConnection raw(f.port());
+    REQUIRE(raw.connected());
+    raw.send("POST /v1/snapshots/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key_a +
+             "\r\nTransfer-Encoding: chunked\r\n\r\n");
+    const std::string chunk(64 * 1024, 'y');
+    char size_line[32];
+    std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
+    for (int i = 0; i < 5; ++i) {
+        if (!raw.send(std::string(size_line) + chunk + "\r\n")) break;
+    }
+    const auto reply = raw.read_until("}}");
+    CHECK(status_of(reply) == 413);
+    std::size_t spooled = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(test_options().spool_dir))
+        ++spooled;
+    CHECK(spooled == 0U);
+}

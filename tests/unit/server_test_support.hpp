@@ -311,6 +311,36 @@ public:
         }
         snapshots.erase(snapshot_id);
     }
+    // Export: 100 KB of a pattern naming the snapshot. Import: the body must
+    // start with "FAKE-EXPORT" (else invalid_argument); its size is recorded.
+    std::uint64_t last_import_size = 0;
+    void export_snapshot(const std::string& owner, const std::string& snapshot_id,
+                         const vmm::DataSink& sink) override {
+        {
+            const std::lock_guard lock(mutex);
+            enter("export_snapshot");
+            find_snapshot(owner, snapshot_id);
+        }
+        const std::string chunk = "EXPORT:" + snapshot_id + "\n";
+        for (int i = 0; i < 4000; ++i) sink(bytes(chunk));
+    }
+    pool::SnapshotInfo import_snapshot(const std::string& owner, const vmm::DataSource& source) override {
+        std::string data;
+        std::vector<std::uint8_t> buffer(4096);
+        while (const auto n = source(buffer)) data.append(reinterpret_cast<const char*>(buffer.data()), n);
+        const std::lock_guard lock(mutex);
+        enter("import_snapshot");
+        last_import_size = data.size();
+        if (!data.starts_with("FAKE-EXPORT")) {
+            throw pool::ServiceError::invalid_argument("body", "not a valid snapshot export");
+        }
+        pool::SnapshotInfo info;
+        info.id = "snap-10000000000000" + std::to_string(10 + next_id++ % 90);
+        info.owner = owner;
+        info.created = pool::TimePoint(std::chrono::milliseconds(1'795'000'000'123));
+        snapshots[info.id] = info;
+        return info;
+    }
     pool::TemplateInfo create_template(const std::string& owner,
                                        const pool::CreateTemplate& request) override {
         const std::lock_guard lock(mutex);
@@ -463,6 +493,9 @@ inline ServerOptions test_options() {
     options.admin_key = admin_key;
     options.max_fork_count = 4;
     options.max_exec_output_bytes = 1000;
+    options.spool_dir =
+        std::filesystem::temp_directory_path().string() + "/forkvm-test-spool-" + std::to_string(::getpid());
+    options.max_import_bytes = 256 * 1024;
     return options;
 }
 
