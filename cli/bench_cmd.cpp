@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/bench_cycles.hpp"
 #include "cli/commands.hpp"
 #include "cli/guest_session.hpp"
 #include "cli/option_parser.hpp"
@@ -279,6 +280,8 @@ int fork_bench(std::span<char*> args) {
 
 constexpr Subcommand kSubcommands[] = {
     {"fork", "fork-to-ready and restore-to-ready latency, memory per clone", fork_bench},
+    {"http", "create -> exec -> delete cycles through a server's REST API", bench_http},
+    {"api", "the same cycles through the service in-process, without HTTP", bench_api},
 };
 
 }  // namespace

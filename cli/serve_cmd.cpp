@@ -31,6 +31,7 @@
 #include "cli/commands.hpp"
 #include "cli/guest_defaults.hpp"
 #include "cli/log_setup.hpp"
+#include "cli/service_stack.hpp"
 #include "cli/vm_options.hpp"
 #include "config/config.hpp"
 #include "pool/golden_snapshot.hpp"
@@ -45,55 +46,6 @@ extern char** environ;
 
 namespace forkvm::cli {
 namespace {
-
-vmm::VmConfig vm_config_from(const config::Config& c) {
-    vmm::VmConfig vm;
-    vm.kernel_path = c.vm.kernel.empty() ? default_kernel() : c.vm.kernel;
-    vm.initrd_path = c.vm.initrd.empty() ? default_initrd() : c.vm.initrd;
-    vm.memory_mb = static_cast<std::uint64_t>(c.vm.memory_mb);
-    vm.vcpu_count = static_cast<unsigned>(c.vm.vcpus);
-    return vm;
-}
-
-pool::PoolSettings pool_settings_from(const config::Config& c) {
-    pool::PoolSettings p;
-    p.min_warm = static_cast<std::size_t>(c.pool.min_warm);
-    p.max_warm = static_cast<std::size_t>(c.pool.max_warm);
-    p.refill_concurrency = static_cast<std::size_t>(c.pool.refill_concurrency);
-    p.lease_wait = c.pool.lease_wait;
-    return p;
-}
-
-pool::ManagerSettings manager_settings_from(const config::Config& c) {
-    pool::ManagerSettings m;
-    m.registry.max_sandboxes = static_cast<std::size_t>(c.sandbox.max_sandboxes);
-    m.registry.max_per_key = static_cast<std::size_t>(c.sandbox.max_per_key);
-    m.registry.default_ttl = c.sandbox.default_ttl;
-    m.registry.max_ttl = c.sandbox.max_ttl;
-    m.max_fork_count = static_cast<std::size_t>(c.sandbox.max_fork_count);
-    m.max_output_bytes = server::server_options_from(c).max_exec_output_bytes;
-    m.min_free_memory = c.sandbox.min_free_memory;
-    return m;
-}
-
-pool::SnapshotStoreSettings snapshot_store_settings_from(const config::Config& c) {
-    pool::SnapshotStoreSettings s;
-    s.root = (std::filesystem::path(c.data_dir) / "snapshots").string();
-    s.max_per_owner = static_cast<std::size_t>(c.snapshot.max_per_key);
-    s.max_bytes_per_owner = c.snapshot.max_bytes_per_key;
-    return s;
-}
-
-pool::TemplateCatalogSettings template_settings_from(const config::Config& c) {
-    pool::TemplateCatalogSettings t;
-    t.root = (std::filesystem::path(c.data_dir) / "templates").string();
-    t.max_per_owner = static_cast<std::size_t>(c.template_.max_per_key);
-    t.max_warm_limit = static_cast<std::size_t>(c.template_.max_warm_limit);
-    t.pool_base = pool_settings_from(c);
-    t.defaults.min_warm = 1;
-    t.defaults.max_warm = std::min<std::size_t>(2, t.max_warm_limit);
-    return t;
-}
 
 // Logs "pool warming N/M" as the pool fills, until it is full or `stop`.
 void log_warming(const pool::WarmPool& pool, const std::stop_token& stop) {
@@ -226,27 +178,9 @@ int serve_main(const config::LoadResult& loaded) {
     if (!server_options.tls_cert.empty())
         server::make_tls_context(server_options.tls_cert, server_options.tls_key);
 
-    pool::GoldenSettings golden;
-    golden.vm = vm_config_from(c);
-    golden.cache_root = (std::filesystem::path(c.data_dir) / "golden").string();
-    golden.product_version = FORKVM_VERSION;
-    golden.source.spawn = spawn_options(false);
-    auto source = pool::open_golden_source(golden, [](const std::string& line) { spdlog::info("{}", line); });
-    spdlog::info("zygote restored from {} (pid {})", source.snapshot_dir, source.source->zygote_pid());
-
-    pool::WarmPool warm_pool(*source.source, pool_settings_from(c));
-
-    // Snapshots and templates, reloaded from data_dir (each template's zygote
-    // is restored and its pool warms beside the default one).
-    pool::SnapshotStore snapshots(snapshot_store_settings_from(c));
-    pool::TemplateCatalog templates(snapshots, template_settings_from(c),
-                                    [spawn = golden.source](const std::string& dir) {
-                                        auto settings = spawn;
-                                        settings.snapshot_dir = dir;
-                                        return std::make_unique<pool::VmProcessSource>(settings);
-                                    });
-    pool::SandboxManager manager(warm_pool, manager_settings_from(c), {}, {},
-                                 pool::Catalog{&snapshots, &templates});
+    ServiceStack stack(c);
+    pool::WarmPool& warm_pool = stack.warm_pool();
+    pool::SandboxManager& manager = stack.manager();
     std::jthread warming([&warm_pool](const std::stop_token& stop) { log_warming(warm_pool, stop); });
 
     server::HttpServer http(server_options, manager);
@@ -273,9 +207,7 @@ int serve_main(const config::LoadResult& loaded) {
         });
         http.stop(c.server.shutdown_deadline);
     }
-    manager.shutdown();
-    templates.shutdown();
-    warm_pool.shutdown();
+    stack.shutdown();
     spdlog::info("stopped: every VM destroyed");
     return 0;
 }

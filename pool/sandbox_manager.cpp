@@ -488,7 +488,9 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
     SandboxInfo info = registry_.create(id, owner, request.ttl, request.labels);
     LeasedVm vm;
     try {
-        vm = request.template_name.empty() ? pool_.lease() : templates().lease(owner, request.template_name);
+        // The sandbox id becomes the guest's hostname as the VM resumes.
+        vm = request.template_name.empty() ? pool_.lease(id)
+                                           : templates().lease(owner, request.template_name, id);
     } catch (const ServiceError&) {
         registry_.erase(id);
         throw;
@@ -526,6 +528,7 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
     out.info = std::move(info);
     out.env = request.env;
     out.user = request.user;
+    out.template_name = request.template_name;
     return out;
 }
 

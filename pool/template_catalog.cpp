@@ -339,7 +339,8 @@ void TemplateCatalog::remove(const std::string& owner, const std::string& name) 
     spdlog::info("templates: '{}' deleted; its pool is drained", name);
 }
 
-LeasedVm TemplateCatalog::lease(const std::string& owner, const std::string& name) {
+LeasedVm TemplateCatalog::lease(const std::string& owner, const std::string& name,
+                                const std::string& identity) {
     const auto live = find(owner, name);
     std::shared_ptr<PoolHandle> handle;
     std::string error;
@@ -351,7 +352,7 @@ LeasedVm TemplateCatalog::lease(const std::string& owner, const std::string& nam
     if (!handle) {
         throw ServiceError(ErrorCode::conflict, "template '" + name + "' is failed: " + error);
     }
-    return handle->pool->lease();
+    return handle->pool->lease(identity);
 }
 
 std::vector<PoolInfo> TemplateCatalog::pools(const std::string& owner) const {

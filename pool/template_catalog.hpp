@@ -67,7 +67,7 @@ public:
 
     // A running VM from the template's pool (waits up to its lease_wait).
     // not_found, conflict (failed template), capacity_exhausted, unavailable.
-    LeasedVm lease(const std::string& owner, const std::string& name);
+    LeasedVm lease(const std::string& owner, const std::string& name, const std::string& identity = {});
 
     // The owner's templates' pools.
     std::vector<PoolInfo> pools(const std::string& owner) const;

@@ -24,8 +24,8 @@ public:
 
     std::string id() const override { return id_; }
 
-    void resume() override {
-        vm_->resume();
+    void resume(const std::string& identity) override {
+        vm_->resume(std::chrono::seconds(10), identity);
         vmm::ping_until_answer(*agent_, settings_.agent_ready_within);
     }
 

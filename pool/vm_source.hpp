@@ -25,8 +25,9 @@ public:
 
     // The id given to VmSource::fork_paused (also the guest's hostname).
     virtual std::string id() const = 0;
-    // Let the paused clone run (and refresh its clock/entropy). May throw.
-    virtual void resume() = 0;
+    // Let the paused clone run (and refresh its clock). A non-empty
+    // `identity` becomes its hostname first (the sandbox id). May throw.
+    virtual void resume(const std::string& identity) = 0;
     // A cheap liveness check (process alive, agent answers). May block
     // briefly; an exception counts as unhealthy.
     virtual bool healthy() = 0;

@@ -158,9 +158,11 @@ void WarmPool::refill_loop() {
     }
 }
 
-LeasedVm WarmPool::lease() { return lease(Clock::now() + settings_.lease_wait); }
+LeasedVm WarmPool::lease(const std::string& identity) {
+    return lease(Clock::now() + settings_.lease_wait, identity);
+}
 
-LeasedVm WarmPool::lease(Clock::time_point deadline) {
+LeasedVm WarmPool::lease(Clock::time_point deadline, const std::string& identity) {
     const auto start = Clock::now();
     const auto limit = std::min(deadline, start + settings_.lease_wait);
 
@@ -206,7 +208,7 @@ LeasedVm WarmPool::lease(Clock::time_point deadline) {
         bool ok = false;
         try {
             ok = vm->healthy();
-            if (ok) vm->resume();
+            if (ok) vm->resume(identity);
         } catch (...) {
             ok = false;
         }

@@ -108,8 +108,10 @@ public:
     // Take a warm VM, resumed. Waits until min(deadline, now + lease_wait).
     // Throws ServiceError: capacity_exhausted (with retry-after) when nothing
     // became ready in time, unavailable after shutdown().
-    LeasedVm lease(std::chrono::steady_clock::time_point deadline);
-    LeasedVm lease();  // waits up to lease_wait
+    // `identity` (if not empty) becomes the VM's hostname as it resumes:
+    // the sandbox id, which a VM forked ahead of time could not know.
+    LeasedVm lease(std::chrono::steady_clock::time_point deadline, const std::string& identity = {});
+    LeasedVm lease(const std::string& identity = {});  // waits up to lease_wait
 
     PoolStats stats() const;
     const PoolSettings& settings() const noexcept { return settings_; }

@@ -230,7 +230,11 @@ nlohmann::json VmProcess::request(nlohmann::json msg, Clock::duration timeout, s
 }
 
 void VmProcess::pause(Clock::duration timeout) { request({{"op", "pause"}}, timeout); }
-void VmProcess::resume(Clock::duration timeout) { request({{"op", "resume"}}, timeout); }
+void VmProcess::resume(Clock::duration timeout, const std::string& hostname) {
+    nlohmann::json msg = {{"op", "resume"}};
+    if (!hostname.empty()) msg["hostname"] = hostname;
+    request(msg, timeout);
+}
 
 VmStatus VmProcess::status(Clock::duration timeout) {
     {

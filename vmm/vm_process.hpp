@@ -89,7 +89,9 @@ public:
                                     Clock::duration timeout = std::chrono::seconds(60));
 
     void pause(Clock::duration timeout = std::chrono::seconds(10));
-    void resume(Clock::duration timeout = std::chrono::seconds(10));
+    // A non-empty `hostname` is posted with the clock (the agent applies it
+    // before its next request): the identity of a VM forked ahead of time.
+    void resume(Clock::duration timeout = std::chrono::seconds(10), const std::string& hostname = {});
     [[nodiscard]] VmStatus status(Clock::duration timeout = std::chrono::seconds(10));
     [[nodiscard]] std::string console_tail(std::size_t max_bytes = 16384,
                                            Clock::duration timeout = std::chrono::seconds(10));

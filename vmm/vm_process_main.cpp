@@ -46,7 +46,7 @@ private:
     // Posts entropy, clock and identity (all of clone hygiene) in the
     // mailbox; the VM must be paused.
     void post_identity(const std::string& hostname);
-    void resume_machine();  // posts the clock, then resumes
+    void resume_machine(const std::string& hostname = {});  // posts the clock (and hostname), then resumes
     void take_snapshot(const nlohmann::json& msg);
     void fork_vm(const nlohmann::json& msg, std::vector<UniqueFd>& fds);
     void become_fork_child(std::vector<UniqueFd>& fds, const snapshot::StateFile& state,
@@ -156,10 +156,14 @@ void ProcessLoop::post_identity(const std::string& hostname) {
     post_mailbox(machine_->memory(), update);
 }
 
-void ProcessLoop::resume_machine() {
+void ProcessLoop::resume_machine(const std::string& hostname) {
     if (!machine_->paused() || machine_->stop_info()) return;
     proto::MailboxUpdate update;
     update.flags = proto::kMailboxClock;
+    if (!hostname.empty()) {
+        update.flags |= proto::kMailboxHostname;
+        update.hostname = hostname;
+    }
     post_mailbox(machine_->memory(), update);
     machine_->resume();
 }
@@ -359,7 +363,12 @@ bool ProcessLoop::handle_control(const nlohmann::json& msg, std::vector<UniqueFd
         reply(msg, {{"ok", true}});
     } else if (op == "resume") {
         try {
-            resume_machine();
+            std::string hostname;
+            if (msg.contains("hostname")) {
+                hostname = requested_hostname(msg);
+                if (hostname.empty()) throw std::invalid_argument("hostname: not a valid hostname");
+            }
+            resume_machine(hostname);
             reply(msg, {{"ok", true}});
         } catch (const std::exception& e) {
             reply(msg, {{"ok", false}, {"error", e.what()}});

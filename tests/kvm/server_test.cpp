@@ -575,7 +575,8 @@ TEST_CASE("server: lease, exec and delete cycles at concurrency 8 finish without
 
 // The template pool's numbers in GET /v1/pools (null if it is not listed).
 json template_pool(const std::string& name) {
-    for (const auto& pool : http().get("/v1/pools", kKeyA).json()["pools"]) {
+    const json pools = http().get("/v1/pools", kKeyA).json();  // named: the loop below must not outlive it
+    for (const auto& pool : pools["pools"]) {
         if (pool["template"] == name) return pool;
     }
     return nullptr;

@@ -63,8 +63,9 @@ struct World {
     int in_vm_fork = 0;
     std::chrono::milliseconds vm_fork_delay{0};
     std::set<std::string> destroyed;
-    std::map<std::string, pid_t> agents;  // vm id -> agent pid (live VMs)
-    int snapshots = 0;                    // PooledVm::snapshot calls
+    std::map<std::string, pid_t> agents;            // vm id -> agent pid (live VMs)
+    int snapshots = 0;                              // PooledVm::snapshot calls
+    std::map<std::string, std::string> identities;  // vm id -> identity given at resume
     bool snapshot_fails = false;
 
     bool was_destroyed(const std::string& vm_id) {
@@ -122,7 +123,11 @@ public:
     ~AgentVm() override { destroy(); }
 
     std::string id() const override { return id_; }
-    void resume() override { (void)client_->wait_ready(10s); }
+    void resume(const std::string& identity) override {
+        (void)client_->wait_ready(10s);
+        const std::lock_guard lock(world_.mutex);
+        world_.identities[id_] = identity;
+    }
     bool healthy() override { return client_->state() == vmm::AgentClient::State::healthy; }
     void destroy() noexcept override {
         if (destroyed_.exchange(true)) return;
@@ -161,7 +166,7 @@ public:
         world_.cv.notify_all();
         std::this_thread::sleep_for(delay);
         auto clone = std::make_unique<AgentVm>(world_, id);
-        clone->resume();
+        clone->resume("");
         {
             const std::lock_guard lock(world_.mutex);
             --world_.in_vm_fork;
@@ -810,4 +815,109 @@ TEST_CASE("pool: manager remove during a running exec cuts it off; shutdown dest
           ErrorCode::unavailable);
     f.warm.shutdown();
     CHECK(f.world.live.load() == 0);
+}
+
+namespace {
+
+// A manager with a snapshot store and templates whose pools fork fake VMs too.
+struct CatalogFixture {
+    CatalogFixture()
+        : root(temp_dir()),
+          source(world),
+          warm(source, pool_settings()),
+          snapshots(pool::SnapshotStoreSettings{root + "/snapshots", 2, 1ULL << 30}),
+          templates(snapshots, template_settings(root),
+                    [this](const std::string&) { return std::make_unique<FakeVmSource>(world); }),
+          manager(warm, manager_settings(), {}, {}, pool::Catalog{&snapshots, &templates}) {}
+    ~CatalogFixture() {
+        manager.shutdown();
+        templates.shutdown();
+        warm.shutdown();
+        std::filesystem::remove_all(root);
+    }
+    static pool::TemplateCatalogSettings template_settings(const std::string& root) {
+        pool::TemplateCatalogSettings t;
+        t.root = root + "/templates";
+        t.pool_base = pool_settings();
+        return t;
+    }
+    std::string root;
+    World world;
+    FakeVmSource source;
+    pool::WarmPool warm;
+    pool::SnapshotStore snapshots;
+    pool::TemplateCatalog templates;
+    SandboxManager manager;
+};
+
+}  // namespace
+
+TEST_CASE("pool: manager snapshots a sandbox through the fork gate; templates lease from their own pool") {
+    CatalogFixture f;
+    auto& m = f.manager;
+    const std::string src = m.create("alice", {}).info.id;
+    const auto snap = m.snapshot("alice", src, {{{"k", "v"}}});
+    CHECK(snap.source_sandbox == src);
+    CHECK(snap.labels.at("k") == "v");
+    CHECK(m.list_snapshots("alice").size() == 1U);
+    CHECK(m.list_snapshots("bob").empty());
+    CHECK(error_of([&] { (void)m.snapshot("bob", src, {}); }).code() == ErrorCode::not_found);
+    CHECK(m.exec_buffered("alice", src, sh("echo still running"), {}).stdout_data == "still running\n");
+
+    // A failing VM snapshot is vm_broken and leaves nothing on disk.
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.snapshot_fails = true;
+    }
+    CHECK(error_of([&] { (void)m.snapshot("alice", src, {}); }).code() == ErrorCode::vm_broken);
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.snapshot_fails = false;
+    }
+    std::size_t entries = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(f.root + "/snapshots"))
+        ++entries;
+    CHECK(entries == 1U);
+
+    // A busy sandbox (a call in flight past fork_wait) answers conflict.
+    std::thread runner([&] { (void)m.exec_buffered("alice", src, sh("sleep 1"), {}); });
+    std::this_thread::sleep_for(300ms);
+    CHECK(error_of([&] { (void)m.snapshot("alice", src, {}); }).code() == ErrorCode::conflict);
+    runner.join();
+
+    // Quota: two snapshots per owner in this fixture.
+    (void)m.snapshot("alice", src, {});
+    CHECK(error_of([&] { (void)m.snapshot("alice", src, {}); }).code() == ErrorCode::rate_limited);
+
+    // A template, and a sandbox from it (its VM comes from the template's pool).
+    const auto tpl = m.create_template("alice", {"tpl", snap.id, 1, 2});
+    CHECK(tpl.state == pool::TemplateState::ready);
+    pool::CreateSandbox from;
+    from.template_name = "tpl";
+    const auto sb = m.create("alice", from);
+    CHECK(sb.template_name == "tpl");
+    {
+        // Its VM resumed with the sandbox id as its identity (hostname).
+        const std::string vm = vm_of(m, "alice", sb.info.id);
+        const std::lock_guard lock(f.world.mutex);
+        CHECK(f.world.identities[vm] == sb.info.id);
+        CHECK(f.world.identities[vm_of(m, "alice", src)] == src);
+    }
+    CHECK(m.get("alice", sb.info.id).template_name == "tpl");
+    CHECK(m.exec_buffered("alice", sb.info.id, sh("echo from template"), {}).stdout_data ==
+          "from template\n");
+    const auto pools = m.pools("alice");
+    REQUIRE(pools.size() == 2U);
+    CHECK(pools[0].template_name.empty());
+    CHECK(pools[1].template_name == "tpl");
+    CHECK(m.pools("bob").size() == 1U);
+    from.template_name = "nope";
+    CHECK(error_of([&] { (void)m.create("alice", from); }).code() == ErrorCode::not_found);
+    CHECK(error_of([&] { m.remove_snapshot("alice", snap.id); }).code() == ErrorCode::conflict);
+
+    // Deleting the template leaves its sandbox running.
+    m.remove_template("alice", "tpl");
+    CHECK(m.exec_buffered("alice", sb.info.id, sh("echo alive"), {}).stdout_data == "alive\n");
+    m.remove_snapshot("alice", snap.id);
+    m.remove("alice", sb.info.id);
 }

@@ -53,7 +53,7 @@ public:
     }
     ~FakeVm() override { destroy(); }
     std::string id() const override { return id_; }
-    void resume() override {}
+    void resume(const std::string&) override {}
     bool healthy() override { return true; }
     void destroy() noexcept override {
         const std::lock_guard lock(log_.mutex);

@@ -54,6 +54,7 @@ struct FakeLog {
     std::function<void()> on_fork;       // called at the start of every fork, unlocked
     std::map<std::string, int> destroys;
     std::set<std::string> resumed;
+    std::map<std::string, std::string> identities;  // vm id -> identity given at resume
 
     template <class Pred>
     bool wait(Pred pred) {
@@ -78,10 +79,11 @@ class FakeVm final : public PooledVm {
 public:
     FakeVm(FakeLog& log, std::string id, bool healthy) : log_(log), id_(std::move(id)), healthy_(healthy) {}
     std::string id() const override { return id_; }
-    void resume() override {
+    void resume(const std::string& identity) override {
         const std::lock_guard lock(log_.mutex);
         if (log_.resume_throws) throw std::runtime_error("resume failed");
         log_.resumed.insert(id_);
+        log_.identities[id_] = identity;
         log_.paused_alive.erase(id_);
     }
     bool healthy() override {
@@ -191,13 +193,14 @@ TEST_CASE("pool: lease pops a warm VM, resumes it and triggers a refill") {
     WarmPool pool(source, settings(2, 2), counting_ids());
     REQUIRE(pool.wait_warm(2, kLong));
 
-    LeasedVm vm = pool.lease();
+    LeasedVm vm = pool.lease("sb-first");
     REQUIRE(vm);
     const std::string id = vm->id();
     CHECK(id == "vm-0");  // FIFO: the oldest warm VM goes first
     {
         const std::lock_guard lock(log.mutex);
         CHECK(log.resumed.count(id) == 1);
+        CHECK(log.identities[id] == "sb-first");  // the hostname it resumes with
     }
     REQUIRE(pool.wait_warm(2, kLong));  // refilled back to min_warm
     auto st = pool.stats();

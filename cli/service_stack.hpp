@@ -1,0 +1,45 @@
+#pragma once
+// ServiceStack: everything `forkvm serve` runs behind its HTTP server, built
+// from the configuration: the golden snapshot (cached or booted once) and
+// its zygote, the default warm pool, the snapshot store, the templates with
+// their pools, and the SandboxManager over them. `forkvm bench api` drives
+// the same stack without HTTP, so the two benchmarks differ only by HTTP.
+
+#include <sys/types.h>
+
+#include <memory>
+
+#include "config/config.hpp"
+#include "pool/golden_snapshot.hpp"
+#include "pool/sandbox_manager.hpp"
+#include "pool/snapshot_store.hpp"
+#include "pool/template_catalog.hpp"
+#include "pool/warm_pool.hpp"
+
+namespace forkvm::cli {
+
+class ServiceStack {
+public:
+    // Logs its progress through spdlog; may take minutes (a golden boot).
+    // Throws on failure.
+    explicit ServiceStack(const config::Config& c);
+    ~ServiceStack();
+    ServiceStack(const ServiceStack&) = delete;
+    ServiceStack& operator=(const ServiceStack&) = delete;
+
+    pool::SandboxManager& manager() noexcept { return manager_; }
+    pool::WarmPool& warm_pool() noexcept { return pool_; }
+    [[nodiscard]] pid_t zygote_pid() const { return golden_.source->zygote_pid(); }
+
+    // Ends every sandbox, drains every pool. Idempotent; the destructor calls it.
+    void shutdown() noexcept;
+
+private:
+    pool::GoldenSource golden_;
+    pool::WarmPool pool_;
+    pool::SnapshotStore snapshots_;
+    pool::TemplateCatalog templates_;
+    pool::SandboxManager manager_;
+};
+
+}  // namespace forkvm::cli
