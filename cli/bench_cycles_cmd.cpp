@@ -42,7 +42,7 @@ constexpr const char* kHttpUsage =
     "system's CAs, or --cacert FILE). Exits 0 when there was no error, 1 otherwise.\n";
 
 constexpr const char* kApiUsage =
-    "usage: forkvm bench api [--concurrency C] [--duration S] [--template NAME] [--json] [-- SERVE-OPTIONS]\n"
+    "usage: forkvm bench api [--concurrency C] [--duration S] [--json] [-- SERVE-OPTIONS]\n"
     "\n"
     "The cycle of `forkvm bench http`, driven through the same service stack as\n"
     "`forkvm serve` builds (golden snapshot, warm pool, sandbox manager) but\n"
@@ -139,8 +139,9 @@ private:
     }
 
     template <class Stream>
-    Reply exchange(Stream& stream, const http::request<http::string_body>& req) {
+    Reply exchange(Stream& stream, const http::request<http::string_body>& req, bool& sent) {
         http::write(stream, req);
+        sent = true;
         http::response_parser<http::string_body> parser;
         parser.body_limit(16 * 1024 * 1024);
         http::read(stream, buffer_, parser);
@@ -166,14 +167,18 @@ private:
             req.body() = body;
         }
         req.prepare_payload();
-        // A kept-alive connection the server closed meanwhile is retried once on a new one.
+        // A kept-alive connection the server closed meanwhile is retried once
+        // on a new one, but only when the request was not sent whole: a
+        // create or exec must never run twice.
         for (int attempt = 0;; ++attempt) {
+            const bool reused = socket_.has_value() || tls_stream_.has_value();
+            bool sent = false;
             try {
-                if (!socket_ && !tls_stream_) connect();
-                return tls_stream_ ? exchange(*tls_stream_, req) : exchange(*socket_, req);
+                if (!reused) connect();
+                return tls_stream_ ? exchange(*tls_stream_, req, sent) : exchange(*socket_, req, sent);
             } catch (const std::exception& e) {
                 drop();
-                if (attempt == 0) continue;
+                if (attempt == 0 && reused && !sent) continue;
                 Reply failed;
                 failed.error = std::string("transport: ") + e.what();
                 return failed;
@@ -194,15 +199,10 @@ private:
 // The same cycle straight through the service, as the HTTP handlers call it.
 class ServiceCycleClient final : public CycleClient {
 public:
-    ServiceCycleClient(pool::SandboxService& service, std::string template_name)
-        : service_(service), template_(std::move(template_name)) {}
+    explicit ServiceCycleClient(pool::SandboxService& service) : service_(service) {}
 
     std::string create(std::string& id_out) override {
-        return guarded([&] {
-            pool::CreateSandbox request;
-            request.template_name = template_;
-            id_out = service_.create(kOwner, request).info.id;
-        });
+        return guarded([&] { id_out = service_.create(kOwner, pool::CreateSandbox{}).info.id; });
     }
     std::string exec_echo(const std::string& id, const std::string& word) override {
         std::string error;
@@ -234,7 +234,6 @@ private:
     }
 
     pool::SandboxService& service_;
-    std::string template_;
 };
 
 }  // namespace
@@ -289,12 +288,10 @@ int bench_http(std::span<char*> args) {
 }
 
 int bench_api(std::span<char*> args) {
-    std::string template_name;
     std::size_t concurrency = 4;
     std::uint64_t duration_s = 30;
     bool json = false;
     OptionParser parser("forkvm bench api", kApiUsage);
-    parser.text("--template", template_name);
     parser.number("--concurrency", concurrency, 1024);
     parser.number("--duration", duration_s, 24ULL * 3600);
     parser.flag("--json", json);
@@ -318,9 +315,8 @@ int bench_api(std::span<char*> args) {
             return 1;
         }
         const auto report = run_cycles(
-            "in-process API",
-            [&] { return std::make_unique<ServiceCycleClient>(stack.manager(), template_name); }, concurrency,
-            std::chrono::seconds(duration_s));
+            "in-process API", [&] { return std::make_unique<ServiceCycleClient>(stack.manager()); },
+            concurrency, std::chrono::seconds(duration_s));
         stack.shutdown();
         print_cycle_report(report, json);
         return report.errors.empty() ? 0 : 1;

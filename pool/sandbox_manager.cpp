@@ -904,6 +904,9 @@ void SandboxManager::export_snapshot(const std::string& owner, const std::string
     try {
         snapshot::write_export(store.dir_of(owner, snapshot_id), meta, sink);
     } catch (const snapshot::SnapshotError& e) {
+        if (e.kind() == snapshot::SnapshotErrorKind::not_found) {
+            throw ServiceError::not_found("no snapshot '" + snapshot_id + "'");  // deleted meanwhile
+        }
         throw ServiceError::internal(std::string("export failed: ") + e.what());
     }
 }
@@ -914,13 +917,21 @@ SnapshotInfo SandboxManager::import_snapshot(const std::string& owner, const vmm
     try {
         // `labels` is read by create() after the writer filled it in.
         return store.create(owner, "", labels, [&](const std::string& dir) {
-            const auto meta = snapshot::read_export(source, dir, settings_.import_limits);
+            // Nothing larger than what the owner's disk quota still allows is ever written.
+            snapshot::ImportLimits limits = settings_.import_limits;
+            limits.max_memory_bytes = std::min(limits.max_memory_bytes, store.bytes_left(owner));
+            const auto meta = snapshot::read_export(source, dir, limits);
             vmm::check_snapshot_runs_here(dir);
             // Labels travel with the snapshot; anything malformed in them is dropped.
             const auto it = meta.find("labels");
             if (it != meta.end() && it->is_object()) {
                 for (const auto& [k, v] : it->items()) {
-                    if (v.is_string()) labels[k] = v.get<std::string>();
+                    if (!v.is_string() || labels.size() >= kMaxSnapshotLabels || k.empty() ||
+                        k.size() > kMaxLabelKeyLength ||
+                        v.get_ref<const std::string&>().size() > kMaxLabelValueLength) {
+                        continue;
+                    }
+                    labels[k] = v.get<std::string>();
                 }
             }
         });
@@ -930,6 +941,10 @@ SnapshotInfo SandboxManager::import_snapshot(const std::string& owner, const vmm
                 throw ServiceError(ErrorCode::payload_too_large,
                                    std::string("snapshot import refused: ") + e.what(), "body");
             case snapshot::SnapshotErrorKind::io:
+                if (std::string_view(e.what()).find("No space left") != std::string_view::npos) {
+                    throw ServiceError(ErrorCode::unavailable,
+                                       "snapshot import failed: the server's disk is full", std::nullopt, 30);
+                }
                 throw ServiceError::internal(std::string("snapshot import failed: ") + e.what());
             case snapshot::SnapshotErrorKind::incompatible:
                 throw ServiceError::invalid_argument(

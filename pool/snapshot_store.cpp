@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kMetaFileName = "meta.json";
-constexpr std::size_t kMaxMetaSize = 64 * 1024;
+constexpr std::size_t kMaxMetaSize = 1024 * 1024;  // far above what labels_ok() lets in
 constexpr int kMetaFormat = 1;
 constexpr std::string_view kTmpPrefix = ".tmp-";
 
@@ -45,7 +45,7 @@ std::string meta_json(const SnapshotInfo& info) {
     j["source_sandbox"] = info.source_sandbox;
     j["labels"] = info.labels;
     j["created_unix_ms"] = to_unix_ms(info.created);
-    return j.dump(2) + "\n";
+    return j.dump() + "\n";
 }
 
 // Throws std::runtime_error naming what is wrong.
@@ -178,8 +178,29 @@ void SnapshotStore::check_quota(const std::string& owner) const {
     }
 }
 
+void check_snapshot_labels(const Labels& labels) {
+    if (labels.size() > kMaxSnapshotLabels) {
+        throw ServiceError::invalid_argument("labels",
+                                             "at most " + std::to_string(kMaxSnapshotLabels) + " labels");
+    }
+    for (const auto& [key, value] : labels) {
+        if (key.empty() || key.size() > kMaxLabelKeyLength || value.size() > kMaxLabelValueLength) {
+            throw ServiceError::invalid_argument(
+                "labels", "label keys must be 1 to " + std::to_string(kMaxLabelKeyLength) +
+                              " characters, values at most " + std::to_string(kMaxLabelValueLength));
+        }
+    }
+}
+
+std::uint64_t SnapshotStore::bytes_left(const std::string& owner) const {
+    const std::lock_guard lock(mutex_);
+    const auto used = used_bytes(owner);
+    return used >= settings_.max_bytes_per_owner ? 0 : settings_.max_bytes_per_owner - used;
+}
+
 SnapshotInfo SnapshotStore::create(const std::string& owner, const std::string& source_sandbox,
                                    const Labels& labels, const Writer& writer, bool deep_check) {
+    check_snapshot_labels(labels);
     {
         const std::lock_guard lock(mutex_);
         check_quota(owner);
@@ -197,6 +218,7 @@ SnapshotInfo SnapshotStore::create(const std::string& owner, const std::string& 
     const std::string tmp = (fs::path(settings_.root) / (std::string(kTmpPrefix) + info.id)).string();
     try {
         writer(tmp);
+        check_snapshot_labels(labels);
         info.labels = labels;  // after the writer: an import's writer fills them in
         const auto verified = snapshot::verify_snapshot_dir(tmp, deep_check);
         info.memory_bytes = verified.manifest.memory_size;

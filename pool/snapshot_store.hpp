@@ -57,6 +57,9 @@ public:
     // conflict while a template uses it.
     void remove(const std::string& owner, const std::string& id);
 
+    // What the owner's disk quota still allows.
+    [[nodiscard]] std::uint64_t bytes_left(const std::string& owner) const;
+
     // A template starts using the snapshot: returns its directory. not_found
     // for an unknown id or another owner's.
     std::string pin(const std::string& owner, const std::string& id, const std::string& template_name);
@@ -83,6 +86,13 @@ private:
     std::map<std::string, Record> records_;       // by id
     std::map<std::string, std::size_t> pending_;  // owner -> creations in progress
 };
+
+// Label limits of snapshots (as for sandboxes): count, key and value length.
+inline constexpr std::size_t kMaxSnapshotLabels = 32;
+inline constexpr std::size_t kMaxLabelKeyLength = 64;
+inline constexpr std::size_t kMaxLabelValueLength = 256;
+// Throws ServiceError(invalid_argument, field "labels").
+void check_snapshot_labels(const Labels& labels);
 
 // Bytes a directory's files take on disk (allocated blocks; sparse files count
 // what they hold). 0 for a missing directory.

@@ -163,6 +163,11 @@ void TemplateCatalog::load_existing() {
         } catch (const std::exception& e) {
             live->error = e.what();
             spdlog::warn("templates: '{}' failed to reopen: {}", record.name, e.what());
+            // Still this template's snapshot: keep it from being deleted (an update retries).
+            try {
+                (void)snapshots_.pin(record.owner, record.snapshot_id, record.name);
+            } catch (const ServiceError&) {  // NOLINT(bugprone-empty-catch): the snapshot is gone
+            }
         }
         templates_[{record.owner, record.name}] = std::move(live);
     }
@@ -173,11 +178,11 @@ TemplateInfo TemplateCatalog::info_of(const Live& live) {
     info.name = live.record.name;
     info.owner = live.record.owner;
     info.snapshot_id = live.record.snapshot_id;
-    info.pool = live.record.pool;
     info.created = live.record.created;
     std::shared_ptr<PoolHandle> handle;
     {
         const std::lock_guard lock(live.mutex);
+        info.pool = live.record.pool;
         handle = live.handle;
         info.error = live.error;
     }
@@ -254,6 +259,8 @@ TemplateInfo TemplateCatalog::create(const std::string& owner, const CreateTempl
     }
     live->handle.reset();
     snapshots_.unpin(record.snapshot_id, record.name);
+    std::error_code ec;
+    fs::remove((fs::path(settings_.root) / (record.id + ".json")).string(), ec);  // shutdown won the race
     throw unavailable();
 }
 
@@ -278,14 +285,17 @@ std::vector<TemplateInfo> TemplateCatalog::list(const std::string& owner) const 
 TemplateInfo TemplateCatalog::update(const std::string& owner, const std::string& name,
                                      const UpdateTemplate& request) {
     const auto live = find(owner, name);
-    Record record = live->record;
-    record.pool = checked_sizes(request.min_warm.value_or(record.pool.min_warm),
-                                request.max_warm.value_or(record.pool.max_warm));
+    const std::lock_guard operation(live->operation);
+    if (live->removed) throw ServiceError::not_found("no template '" + name + "'");
+    Record record;
     std::shared_ptr<PoolHandle> old;
     {
         const std::lock_guard lock(live->mutex);
+        record = live->record;
         old = live->handle;
     }
+    record.pool = checked_sizes(request.min_warm.value_or(record.pool.min_warm),
+                                request.max_warm.value_or(record.pool.max_warm));
     // A failed template gets another restore; a working one keeps its zygote.
     std::shared_ptr<VmSource> source = old ? old->source : nullptr;
     if (!source) {
@@ -316,14 +326,16 @@ TemplateInfo TemplateCatalog::update(const std::string& owner, const std::string
 }
 
 void TemplateCatalog::remove(const std::string& owner, const std::string& name) {
-    std::shared_ptr<Live> live;
+    const auto live = find(owner, name);
+    const std::lock_guard operation(live->operation);  // waits for an update in progress
+    if (live->removed) throw ServiceError::not_found("no template '" + name + "'");
+    live->removed = true;
     {
         const std::lock_guard lock(mutex_);
-        if (stopping_) throw unavailable();
-        const auto it = templates_.find({owner, name});
-        if (it == templates_.end()) throw ServiceError::not_found("no template '" + name + "'");
-        live = it->second;
-        templates_.erase(it);
+        // Unpinned before the name is free: a new template of that name may
+        // pin the same snapshot right after, and must keep its pin.
+        snapshots_.unpin(live->record.snapshot_id, live->record.name);
+        templates_.erase({owner, name});
     }
     std::error_code ec;
     fs::remove((fs::path(settings_.root) / (live->record.id + ".json")).string(), ec);
@@ -335,7 +347,6 @@ void TemplateCatalog::remove(const std::string& owner, const std::string& name) 
     if (handle)
         handle->pool->shutdown();  // drains: warm VMs destroyed, the zygote stops with the last reference
     handle.reset();
-    snapshots_.unpin(live->record.snapshot_id, live->record.name);
     spdlog::info("templates: '{}' deleted; its pool is drained", name);
 }
 
@@ -352,7 +363,18 @@ LeasedVm TemplateCatalog::lease(const std::string& owner, const std::string& nam
     if (!handle) {
         throw ServiceError(ErrorCode::conflict, "template '" + name + "' is failed: " + error);
     }
-    return handle->pool->lease(identity);
+    try {
+        return handle->pool->lease(identity);
+    } catch (const ServiceError& e) {
+        // An update replaced the pool while this lease waited on the old one: try the new one.
+        std::shared_ptr<PoolHandle> now;
+        {
+            const std::lock_guard lock(live->mutex);
+            now = live->handle;
+        }
+        if (e.code() != ErrorCode::unavailable || !now || now == handle) throw;
+        return now->pool->lease(identity);
+    }
 }
 
 std::vector<PoolInfo> TemplateCatalog::pools(const std::string& owner) const {

@@ -91,8 +91,10 @@ private:
         ~PoolHandle();
     };
     struct Live {
-        Record record;
-        mutable std::mutex mutex;            // guards handle, error
+        std::mutex operation;      // serialises update() and remove() of this template
+        bool removed = false;      // under `operation`: remove() ran; update() must not bring it back
+        mutable std::mutex mutex;  // guards record.pool, handle, error
+        Record record;             // only record.pool ever changes
         std::shared_ptr<PoolHandle> handle;  // null when failed
         std::string error;
     };

@@ -330,8 +330,10 @@ void HttpSession::on_header(error_code ec) {
         return;
     }
     parser_->body_limit(limit);
+    // Read before spool_body(): it moves the message (and `request`) out of parser_.
+    const bool expect_continue = header_contains(sv(request[http::field::expect]), "100-continue");
     if (import && !spool_body(limit)) return;
-    if (header_contains(sv(request[http::field::expect]), "100-continue")) {
+    if (expect_continue) {
         auto continue_line = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
         asio::async_write(stream_, asio::buffer(*continue_line),
                           [self = shared_from_this(), continue_line](error_code write_ec, std::size_t) {
@@ -352,7 +354,8 @@ void HttpSession::on_header(error_code ec) {
 // request starts or the connection ends.
 bool HttpSession::spool_body(std::uint64_t limit) {
     spool_.reset();
-    const auto path = context_.options.spool_dir + "/import-" + request_id_;
+    // Named by the server (a client's X-Request-Id may repeat).
+    const auto path = context_.options.spool_dir + "/import-" + generate_request_id();
     file_parser_.emplace(std::move(*parser_));
     parser_.reset();
     file_parser_->body_limit(limit);
@@ -388,11 +391,20 @@ void HttpSession::on_body(error_code ec) {
     if (closed_) return;
     if (ec) {
         // A spooled body that will not be used goes at once.
+        const bool spooling = file_parser_.has_value();
         file_parser_.reset();
         spool_.reset();
         if (ec == http::error::body_limit) {
             respond_error(413, ServiceError(ErrorCode::payload_too_large, "request body too large", "body"),
                           true);
+        } else if (spooling && ec.category() == boost::system::system_category() &&
+                   (ec.value() == ENOSPC || ec.value() == EDQUOT || ec.value() == EFBIG ||
+                    ec.value() == EIO)) {
+            // Writing the spool file failed (disk full, ...): the client's bytes were fine.
+            spdlog::error("[{}] spooling the upload failed: {}", request_id_, ec.message());
+            respond_error(
+                503, ServiceError(ErrorCode::unavailable, "cannot store the upload now", std::nullopt, 30),
+                true);
         } else if (is_parse_error(ec)) {
             respond_error(400, ServiceError::invalid_argument("request", "malformed HTTP body"), true);
         } else {
@@ -463,7 +475,10 @@ void HttpSession::on_watch(error_code ec) {
         // next read; disconnects are then no longer watched).
         char byte = 0;
         const auto n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        // Over TLS a client that closes sends a close_notify alert (record
+        // type 0x15) before its FIN: that is a goodbye, not a pipelined request.
+        const bool tls_alert = n > 0 && stream_.is_tls() && static_cast<unsigned char>(byte) == 0x15;
+        if (n == 0 || tls_alert || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             peer_gone_ = true;
             spdlog::info("[{}] client disconnected; cancelling the request", request_id_);
             stop_.request_stop();
@@ -621,9 +636,14 @@ void HttpSession::graceful_close() {
     }
     // TLS: send close_notify (so the client knows the data is complete) and
     // wait briefly for the client's, then close.
+    // wait briefly for the client's, then drain like plain HTTP (a client
+    // still sending must not get a reset that loses the response).
     phase_ = Phase::closing;
-    arm_timer(std::chrono::milliseconds(500));
-    stream_.tls().async_shutdown([self = shared_from_this()](error_code) { self->close_now("TLS closed"); });
+    arm_timer(drain_time);
+    stream_.tls().async_shutdown([self = shared_from_this()](error_code) {
+        self->disarm_timer();
+        self->plain_graceful_close();
+    });
 }
 
 void HttpSession::plain_graceful_close() {

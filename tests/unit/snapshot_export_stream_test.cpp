@@ -162,10 +162,10 @@ TEST_CASE("export stream: header checks (versions, file list, limits)") {
     const TempDir tmp;
     make_snapshot(tmp.path / "src");
     const std::string plain = inflate_raw(export_of(tmp.path / "src"));
-    const std::uint32_t length = static_cast<std::uint8_t>(plain[16]) |
-                                 (static_cast<std::uint8_t>(plain[17]) << 8) |
-                                 (static_cast<std::uint8_t>(plain[18]) << 16) |
-                                 (static_cast<std::uint32_t>(static_cast<std::uint8_t>(plain[19])) << 24);
+    const auto byte = [&](std::size_t i) {
+        return static_cast<std::uint32_t>(static_cast<std::uint8_t>(plain[i]));
+    };
+    const std::uint32_t length = byte(16) | (byte(17) << 8) | (byte(18) << 16) | (byte(19) << 24);
     const auto header = nlohmann::json::parse(plain.substr(20, length));
     const std::string rest = plain.substr(20 + length);
     // A stream with another header (its trailer no longer matters: the header is checked first).
