@@ -39,8 +39,12 @@
 #   FORKVM_BENCH_QEMU_ACCEL  "kvm" (default) or "tcg" (QEMU sides only, to
 #                        try the script on a machine without /dev/kvm)
 #
+# After the rounds, `forkvm bench fork` on the same snapshot (N clones, N
+# restores) gives the forkvm-only numbers of the same run: fork call and
+# fork-to-ready p50/p90/p99, forks per second, host memory per clone.
+#
 # Output (stdout): set-up lines, one line per round, then a Markdown summary
-# in ms. Progress on stderr.
+# in ms, then bench fork's report. Progress on stderr.
 set -euo pipefail
 export LC_ALL=C
 
@@ -386,4 +390,13 @@ if [[ $accel == kvm ]]; then
         echo "forkvm / QEMU-$side: ratio of medians $(awk -v f="$f" -v q="$q" 'BEGIN {printf "%.2f", f / q}');" \
             "per-round ratios (min median p90 max): $(stats 2 <"$work/r_$side")"
     done
+fi
+
+# The forkvm-only numbers of the same run (QEMU has no fork): zero-copy
+# forks of a zygote restored from the same snapshot, with memory per clone.
+if [[ $accel == kvm ]]; then
+    echo
+    echo "forkvm bench fork on the same snapshot, same run (${runs} clones):"
+    "$work/forkvm" bench fork --snapshot "$work/snap" --count "$runs" --restores "$runs" ||
+        die "forkvm bench fork failed"
 fi

@@ -14,6 +14,7 @@
 #include <stop_token>
 
 #include "cli/bench_cycles.hpp"
+#include "cli/log_setup.hpp"
 #include "cli/option_parser.hpp"
 #include "cli/service_stack.hpp"
 #include "config/config.hpp"
@@ -307,6 +308,8 @@ int bench_api(std::span<char*> args) {
             std::fprintf(stderr, "forkvm bench api: %s\n", p.to_string().c_str());
         return 2;
     }
+    // Logs go to stderr like serve's, so stdout holds only the report.
+    setup_logging(loaded.config.log.level, loaded.config.log.format);
     try {
         ServiceStack stack(loaded.config);
         const auto min_warm = stack.warm_pool().settings().min_warm;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "pool/private_dir.hpp"
 #include "pool/random_id.hpp"
 #include "pool/service_error.hpp"
 #include "snapshot/file_io.hpp"
@@ -62,12 +63,7 @@ TemplateCatalog::TemplateCatalog(SnapshotStore& snapshots, TemplateCatalogSettin
     if (settings_.max_warm_limit < 1) {
         throw ServiceError::invalid_argument("template.max_warm_limit", "must be at least 1");
     }
-    std::error_code ec;
-    fs::create_directories(settings_.root, ec);
-    if (ec)
-        throw ServiceError::invalid_argument("data_dir",
-                                             "cannot create " + settings_.root + ": " + ec.message());
-    fs::permissions(settings_.root, fs::perms::owner_all, fs::perm_options::replace, ec);
+    ensure_private_dir(settings_.root);
     load_existing();
 }
 

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "pool/private_dir.hpp"
 #include "server/http_session.hpp"
 #include "server/openapi_spec.hpp"
 #include "server/request_id.hpp"
@@ -152,13 +153,8 @@ private:
     // files a crashed run left behind.
     void prepare_spool_dir() const {
         const auto& dir = context_.options.spool_dir;
+        pool::ensure_private_dir(dir);
         std::error_code ec;
-        std::filesystem::create_directories(dir, ec);
-        if (ec)
-            throw pool::ServiceError::invalid_argument("data_dir",
-                                                       "cannot create " + dir + ": " + ec.message());
-        std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                                     std::filesystem::perm_options::replace, ec);
         for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
             if (it->path().filename().string().starts_with("import-")) {
                 std::error_code remove_ec;

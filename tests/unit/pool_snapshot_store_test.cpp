@@ -11,6 +11,7 @@
 #include "pool/service_error.hpp"
 #include "pool/snapshot_store.hpp"
 #include "tests/support/fake_snapshot.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using forkvm::pool::ErrorCode;
 using forkvm::pool::ServiceError;
@@ -20,13 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempRoot {
-    fs::path path;
-    TempRoot() {
-        char pattern[] = "/tmp/forkvm_snapstore_XXXXXX";
-        path = ::mkdtemp(pattern);
-    }
-    ~TempRoot() { fs::remove_all(path); }
+struct TempRoot : forkvm::test::TempDir {
+    TempRoot() : TempDir("forkvm_snapstore") {}
 };
 
 SnapshotStoreSettings settings_in(const TempRoot& root, std::size_t max_count = 3,

@@ -16,6 +16,7 @@
 #include "pool/service_error.hpp"
 #include "pool/template_catalog.hpp"
 #include "tests/support/fake_snapshot.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace forkvm::pool;
 namespace fs = std::filesystem;
@@ -23,13 +24,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct TempRoot {
-    fs::path path;
-    TempRoot() {
-        char pattern[] = "/tmp/forkvm_templates_XXXXXX";
-        path = ::mkdtemp(pattern);
-    }
-    ~TempRoot() { fs::remove_all(path); }
+struct TempRoot : forkvm::test::TempDir {
+    TempRoot() : TempDir("forkvm_templates") {}
 };
 
 // What the fake VMs and sources did.

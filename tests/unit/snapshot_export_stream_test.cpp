@@ -16,19 +16,15 @@
 #include "snapshot/manifest.hpp"
 #include "snapshot/snapshot_error.hpp"
 #include "snapshot/state_file.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace forkvm::snapshot;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char pattern[] = "/tmp/forkvm_export_XXXXXX";
-        path = ::mkdtemp(pattern);
-    }
-    ~TempDir() { fs::remove_all(path); }
+struct TempDir : forkvm::test::TempDir {
+    TempDir() : forkvm::test::TempDir("forkvm_export") {}
 };
 
 std::string slurp(const fs::path& p) {
