@@ -30,7 +30,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-settings=(--min-warm 4 --max-warm 8 --refill-concurrency 2 --max-sandboxes 64 --max-per-key 64 --log-level warn)
+settings=(--min-warm 4 --max-warm 8 --refill-concurrency 2 --max-sandboxes 64 --max-per-key 64 --rate-limit 0
+    --log-level warn)
 export FORKVM_API_KEYS=$key FORKVM_DATA_DIR=$work/data
 
 "$forkvm" serve --listen "127.0.0.1:$port" "${settings[@]}" >"$work/server.log" 2>&1 &

@@ -35,6 +35,8 @@ struct ServerConfig {
 struct AuthConfig {
     std::vector<std::string> api_keys;  // secret
     std::string admin_key;              // secret; empty = /metrics is open
+    int rate_limit = 0;                 // requests per second per key; 0 = no limit
+    int rate_burst = 0;                 // requests a key may save up
     bool operator==(const AuthConfig&) const = default;
 };
 

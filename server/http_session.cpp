@@ -301,6 +301,13 @@ void HttpSession::on_header(error_code ec) {
             return;
         }
         owner_ = std::move(*owner);
+        if (const auto retry_after = context_.rate_limiter.take(owner_)) {
+            respond_error(429,
+                          ServiceError(ErrorCode::rate_limited, "too many requests for this API key",
+                                       std::nullopt, *retry_after),
+                          has_body);
+            return;
+        }
     }
 
     const bool upload = route_->id == RouteId::put_file;

@@ -21,6 +21,7 @@ ServerContext::ServerContext(ServerOptions opts, pool::SandboxService& service, 
               ? nullptr
               : make_tls_context(options.tls_cert, options.tls_key)),
       auth(options.api_keys, options.admin_key),
+      rate_limiter(options.rate_limit, options.rate_burst),
       handlers(service, limits_of(options), metrics, std::move(openapi_yaml)),
       workers(options.worker_threads, options.worker_queue) {}
 

@@ -12,6 +12,7 @@
 #include "server/api_handlers.hpp"
 #include "server/auth.hpp"
 #include "server/metrics.hpp"
+#include "server/rate_limiter.hpp"
 #include "server/server_options.hpp"
 #include "server/worker_pool.hpp"
 
@@ -26,6 +27,7 @@ struct ServerContext {
     // Null for plain HTTP; otherwise every connection speaks TLS.
     const std::shared_ptr<boost::asio::ssl::context> tls;
     const Authenticator auth;
+    RateLimiter rate_limiter;
     ServerMetrics metrics;
     const ApiHandlers handlers;
     WorkerPool workers;

@@ -50,6 +50,8 @@ ServerOptions server_options_from(const config::Config& config) {
     options.tls_cert = s.tls_cert;
     options.tls_key = s.tls_key;
     options.api_keys = config.auth.api_keys;
+    options.rate_limit = static_cast<double>(config.auth.rate_limit);
+    options.rate_burst = static_cast<double>(std::max(config.auth.rate_burst, 1));
     options.admin_key = config.auth.admin_key;
     if (config.sandbox.max_fork_count > 0) {
         options.max_fork_count = static_cast<std::size_t>(config.sandbox.max_fork_count);

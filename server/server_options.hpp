@@ -32,6 +32,9 @@ struct ServerOptions {
     std::size_t worker_queue = 256;
     std::vector<std::string> api_keys;
     std::string admin_key;
+    // Requests per second per API key (token bucket; 0 = no limit) and the burst it may save up.
+    double rate_limit = 0;
+    double rate_burst = 1;
     std::size_t max_fork_count = 16;
     std::uint64_t max_exec_output_bytes = 16U * 1024U * 1024U;
     // PEM files; both set = HTTPS only (see tls_context.hpp), both empty = plain HTTP.
