@@ -802,7 +802,7 @@ TEST_CASE("server: kill -9 leaves no VM process, and a restart reuses the cached
     CHECK(forkvm::test::all_reaped(vms2, 30s));
 }
 
-TEST_CASE("server: with a certificate it serves HTTPS only; plain HTTP to it fails cleanly") {
+TEST_CASE("server: with a certificate it serves HTTPS only, plain HTTP to it fails cleanly") {
     auto& f = fixture();
     forkvm::test::TestPki pki;
     const auto pem = pki.issue({"localhost"}, {"127.0.0.1"});

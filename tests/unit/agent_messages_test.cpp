@@ -138,7 +138,7 @@ TEST_CASE("agent_protocol: enum fields out of range are invalid") {
     CHECK(decode_message<WriteFileBegin>(ByteSpan(wfb)).error() == ProtoError::invalid_value);
 }
 
-TEST_CASE("agent_protocol: decode_message checks the frame type; decode_any the range") {
+TEST_CASE("agent_protocol: decode_message checks the frame type, decode_any the range") {
     const Frame f{MessageType::ping, 1, encode_payload(Ping{7})};
     CHECK(decode_message<Pong>(f).error() == ProtoError::wrong_type);
     CHECK(decode_message<Ping>(f).value().nonce == 7U);
@@ -227,7 +227,7 @@ TEST_CASE("agent_protocol: several requests interleave on one channel by request
                       {1, MessageType::exec_output}, {2, MessageType::pong}, {1, MessageType::exec_exit}});
 }
 
-TEST_CASE("agent_protocol: errno maps to error codes; names are stable") {
+TEST_CASE("agent_protocol: errno maps to error codes, names are stable") {
     CHECK(error_code_from_errno(ENOENT) == ErrorCode::not_found);
     CHECK(error_code_from_errno(EACCES) == ErrorCode::permission_denied);
     CHECK(error_code_from_errno(EPERM) == ErrorCode::permission_denied);

@@ -679,7 +679,7 @@ TEST_CASE("pool: manager fork clones count, caps, owner and labels, and rolls ba
     CHECK(m.stats().live_sandboxes == 2);
 }
 
-TEST_CASE("pool: manager fork waits for in-flight calls, then answers busy; later calls queue behind it") {
+TEST_CASE("pool: manager fork waits for in-flight calls, then answers busy, later calls queue behind it") {
     auto ms = manager_settings();
     ms.fork_wait = 500ms;
     Fixture f(ms);
@@ -777,7 +777,7 @@ TEST_CASE("pool: manager marks a sandbox broken when its VM dies and destroys th
     CHECK(error_of([&] { (void)m.get("alice", a); }).code() == ErrorCode::not_found);
 }
 
-TEST_CASE("pool: manager remove during a running exec cuts it off; shutdown destroys every VM") {
+TEST_CASE("pool: manager remove during a running exec cuts it off, shutdown destroys every VM") {
     Fixture f;
     auto& m = f.manager;
     const std::string a = m.create("alice", {}).info.id;
@@ -852,7 +852,7 @@ struct CatalogFixture {
 
 }  // namespace
 
-TEST_CASE("pool: manager snapshots a sandbox through the fork gate; templates lease from their own pool") {
+TEST_CASE("pool: manager snapshots a sandbox through the fork gate, templates lease from their own pool") {
     CatalogFixture f;
     auto& m = f.manager;
     const std::string src = m.create("alice", {}).info.id;

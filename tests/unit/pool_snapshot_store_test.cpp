@@ -141,7 +141,7 @@ TEST_CASE("snapshot store: a pinned snapshot cannot be deleted") {
     store.remove("alice", s.id);
 }
 
-TEST_CASE("snapshot store: snapshots survive a restart; leftovers and damage are handled") {
+TEST_CASE("snapshot store: snapshots survive a restart, leftovers and damage are handled") {
     const TempRoot root;
     std::string kept;
     {

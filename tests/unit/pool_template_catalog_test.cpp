@@ -230,7 +230,7 @@ TEST_CASE("templates: update resizes the pool over the same zygote") {
     CHECK(code_of([&] { w.catalog->update("bob", "py", {1, 1}); }) == ErrorCode::not_found);
 }
 
-TEST_CASE("templates: a restart reopens templates; one that cannot be restored is failed until updated") {
+TEST_CASE("templates: a restart reopens templates, one that cannot be restored is failed until updated") {
     World w;
     const auto snap = w.snapshot("alice");
     (void)w.catalog->create("alice", {"py", snap, 1, 2});

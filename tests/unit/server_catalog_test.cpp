@@ -50,7 +50,7 @@ TEST_CASE("server catalog: bad snapshot requests") {
     CHECK(!r.header("retry-after").empty());
 }
 
-TEST_CASE("server catalog: templates: create, list, get, update, delete; sandboxes from them") {
+TEST_CASE("server catalog: templates: create, list, get, update, delete, sandboxes from them") {
     Fixture f;
     const std::string snap = f.call("POST", "/v1/sandboxes/sb-a/snapshot").json()["id"];
     auto r = f.call("POST", "/v1/templates",
@@ -124,7 +124,7 @@ TEST_CASE("server catalog: bad template requests") {
     CHECK(f.call("PUT", "/v1/templates/py").status == 405);
 }
 
-TEST_CASE("server catalog: export streams the snapshot; import spools the body to disk and cleans up") {
+TEST_CASE("server catalog: export streams the snapshot, import spools the body to disk and cleans up") {
     Fixture f;
     const std::string snap = f.call("POST", "/v1/sandboxes/sb-a/snapshot").json()["id"];
     auto r = f.call("GET", "/v1/snapshots/" + snap + "/export");

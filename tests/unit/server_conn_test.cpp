@@ -128,7 +128,7 @@ TEST_CASE("server: a full worker pool answers 503 with Retry-After") {
     CHECK(status_of(blocker.read_until("}")) == 200);
 }
 
-TEST_CASE("server: streaming exec sends chunks before the command ends; disconnect fires the stop token") {
+TEST_CASE("server: streaming exec sends chunks before the command ends, disconnect fires the stop token") {
     Fixture f;
     const std::string body = R"({"cmd":["block"]})";
     {

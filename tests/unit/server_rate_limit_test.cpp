@@ -8,7 +8,7 @@ using namespace forkvm::server;
 using namespace forkvm::server::test;
 using namespace std::chrono_literals;
 
-TEST_CASE("rate limiter: a burst, then the rate; keys are separate; 0 means no limit") {
+TEST_CASE("rate limiter: a burst, then the rate, keys are separate, 0 means no limit") {
     RateLimiter limiter(2, 3);  // 2 per second, 3 saved up
     const auto t0 = RateLimiter::Clock::now();
     for (int i = 0; i < 3; ++i) CHECK_FALSE(limiter.take("a", t0).has_value());
@@ -32,7 +32,7 @@ TEST_CASE("rate limiter: a burst, then the rate; keys are separate; 0 means no l
     for (int i = 0; i < 1000; ++i) CHECK_FALSE(off.take("a", t0).has_value());
 }
 
-TEST_CASE("server: a key over its request rate gets 429 with Retry-After; others and public routes do not") {
+TEST_CASE("server: a key over its request rate gets 429 with Retry-After, others and public routes do not") {
     auto options = test_options();
     options.rate_limit = 0.5;
     options.rate_burst = 3;

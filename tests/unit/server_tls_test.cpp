@@ -137,7 +137,7 @@ TEST_CASE("server tls: plain HTTP to the HTTPS port gets a plain 400 and the con
     CHECK(f.service.calls.empty());
 }
 
-TEST_CASE("server tls: a broken handshake and TLS 1.1 are refused; nothing leaks") {
+TEST_CASE("server tls: a broken handshake and TLS 1.1 are refused, nothing leaks") {
     const TlsFiles files;
     const auto fds_before = open_fds();
     {
