@@ -41,6 +41,7 @@
 #include "server/http_server.hpp"
 #include "server/server_options.hpp"
 #include "server/tls_context.hpp"
+#include "vmm/jail.hpp"
 
 extern char** environ;
 
@@ -161,6 +162,31 @@ void raise_fd_limit(std::size_t max_connections) {
     }
 }
 
+// VM processes run guest code: unless the operator said otherwise, they run
+// jailed, and a host where that cannot be done is an error, not a silent
+// downgrade (docs/security.md).
+bool check_jail(const config::Config& c) {
+    if (!c.jail.enabled) {
+        spdlog::warn(
+            "jail.enabled is false: VM processes run with the server's uid and see its files "
+            "(docs/security.md)");
+    } else if (auto reason = vmm::jail_unavailable_reason()) {
+        spdlog::error(
+            "cannot jail VM processes: {}. Run forkvm serve as root, or set jail.enabled=false "
+            "(FORKVM_JAIL_ENABLED=false) to run them unjailed",
+            *reason);
+        return false;
+    } else {
+        spdlog::info("VM processes are jailed: uids {}..{}, seccomp {}", c.jail.uid_base,
+                     static_cast<std::int64_t>(c.jail.uid_base) + c.jail.uid_count - 1, c.jail.seccomp);
+    }
+    if (c.jail.seccomp != "enforce") {
+        spdlog::warn("jail.seccomp is {}: a forbidden system call in a VM process is {}", c.jail.seccomp,
+                     c.jail.seccomp == "log" ? "logged by the kernel and allowed" : "not even noticed");
+    }
+    return true;
+}
+
 int serve_main(const config::LoadResult& loaded) {
     const config::Config& c = loaded.config;
     setup_logging(c.log.level, c.log.format);
@@ -170,6 +196,8 @@ int serve_main(const config::LoadResult& loaded) {
         spdlog::error("no API keys: set auth.api_keys in the config file or FORKVM_API_KEYS");
         return 2;
     }
+
+    if (!check_jail(c)) return 2;
 
     StopSignals stop_signals;
     const server::ServerOptions server_options = server::server_options_from(c);

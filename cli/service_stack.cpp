@@ -25,12 +25,12 @@ vmm::VmConfig vm_config_from(const config::Config& c) {
     return vm;
 }
 
-pool::GoldenSource open_golden(const config::Config& c) {
+pool::GoldenSource open_golden(const config::Config& c, const vmm::SpawnOptions& spawn) {
     pool::GoldenSettings golden;
     golden.vm = vm_config_from(c);
     golden.cache_root = (std::filesystem::path(c.data_dir) / "golden").string();
     golden.product_version = FORKVM_VERSION;
-    golden.source.spawn = spawn_options(false);
+    golden.source.spawn = spawn;
     auto source = pool::open_golden_source(golden, [](const std::string& line) { spdlog::info("{}", line); });
     spdlog::info("zygote restored from {} (pid {})", source.snapshot_dir, source.source->zygote_pid());
     return source;
@@ -77,9 +77,9 @@ pool::TemplateCatalogSettings template_settings_from(const config::Config& c) {
 }
 
 // A template's zygote: restored from its snapshot like the golden one.
-pool::SourceFactory template_sources() {
+pool::SourceFactory template_sources(const vmm::SpawnOptions& spawn) {
     pool::VmProcessSourceSettings base;
-    base.spawn = spawn_options(false);
+    base.spawn = spawn;
     return [base](const std::string& dir) {
         auto settings = base;
         settings.snapshot_dir = dir;
@@ -87,13 +87,26 @@ pool::SourceFactory template_sources() {
     };
 }
 
+// Per-VM cgroups are found (and set up) once, here; a host without them
+// runs VMs without those limits, said loudly.
+vmm::SpawnOptions spawn_options_from(const config::Config& c) {
+    auto cgroups = vmm::CgroupHost::detect();
+    if (cgroups->enforcing()) {
+        spdlog::info("per-VM limits: {}", cgroups->describe());
+    } else {
+        spdlog::warn("{}", cgroups->describe());
+    }
+    return spawn_options(false, jail_options_from(c), resource_limits_from(c, cgroups));
+}
+
 }  // namespace
 
 ServiceStack::ServiceStack(const config::Config& c)
-    : golden_(open_golden(c)),
+    : spawn_(spawn_options_from(c)),
+      golden_(open_golden(c, spawn_)),
       pool_(*golden_.source, pool_settings_from(c)),
       snapshots_(snapshot_store_settings_from(c)),
-      templates_(snapshots_, template_settings_from(c), template_sources()),
+      templates_(snapshots_, template_settings_from(c), template_sources(spawn_)),
       manager_(pool_, manager_settings_from(c), {}, {}, pool::Catalog{&snapshots_, &templates_}) {}
 
 ServiceStack::~ServiceStack() { shutdown(); }

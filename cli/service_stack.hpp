@@ -15,6 +15,7 @@
 #include "pool/snapshot_store.hpp"
 #include "pool/template_catalog.hpp"
 #include "pool/warm_pool.hpp"
+#include "vmm/vm_process.hpp"
 
 namespace forkvm::cli {
 
@@ -35,6 +36,7 @@ public:
     void shutdown() noexcept;
 
 private:
+    vmm::SpawnOptions spawn_;  // jail and per-VM cgroups from the config
     pool::GoldenSource golden_;
     pool::WarmPool pool_;
     pool::SnapshotStore snapshots_;

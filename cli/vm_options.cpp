@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/guest_defaults.hpp"
+#include "vmm/jail.hpp"
 
 namespace forkvm::cli {
 
@@ -31,12 +32,43 @@ void add_exec_options(OptionParser& parser, ExecOptions& exec) {
     parser.text("--user", exec.user);
 }
 
-vmm::SpawnOptions spawn_options(bool console) {
+vmm::SpawnOptions spawn_options(bool console, const vmm::JailOptions& jail,
+                                const vmm::ResourceLimits& limits) {
     vmm::SpawnOptions spawn;
     spawn.forkvm_binary = self_binary();
     spawn.console_fd = console ? STDERR_FILENO : -1;
     spawn.boot_timeout = std::chrono::minutes(5);
+    spawn.jail = jail;
+    spawn.limits = limits;
     return spawn;
+}
+
+vmm::ResourceLimits resource_limits_from(const config::Config& c,
+                                         std::shared_ptr<const vmm::CgroupHost> cgroups) {
+    vmm::ResourceLimits limits;
+    limits.cgroups = std::move(cgroups);
+    limits.memory_overhead = c.jail.memory_overhead;
+    limits.pids_max = static_cast<std::uint32_t>(c.jail.max_processes);
+    limits.cpu_quota_percent = static_cast<std::uint32_t>(c.jail.cpu_quota_percent);
+    return limits;
+}
+
+vmm::JailOptions jail_options_from(const config::Config& c) {
+    vmm::JailOptions jail;
+    jail.enabled = c.jail.enabled;
+    jail.uid_base = static_cast<uid_t>(c.jail.uid_base);
+    jail.uid_count = static_cast<std::uint32_t>(c.jail.uid_count);
+    jail.seccomp = vmm::parse_seccomp_mode(c.jail.seccomp).value_or(vmm::SeccompMode::enforce);
+    return jail;
+}
+
+vmm::SpawnOptions spawn_options(bool console) {
+    vmm::JailOptions jail;
+    jail.enabled = !vmm::jail_unavailable_reason().has_value();
+    jail.uid_base = 1000000000;
+    jail.uid_count = 1000000;
+    jail.seccomp = vmm::SeccompMode::enforce;
+    return spawn_options(console, jail, {});
 }
 
 }  // namespace forkvm::cli

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/option_parser.hpp"
+#include "config/config.hpp"
 #include "vmm/vm_config.hpp"
 #include "vmm/vm_process.hpp"
 
@@ -31,7 +32,16 @@ void add_exec_options(OptionParser& parser, ExecOptions& exec);
 
 // Starting a VM process: re-run this executable as `forkvm vmm`, with the
 // guest console copied to our stderr if `console`. Timeouts are generous:
-// under the emulated KVM host a boot takes tens of seconds.
+// under the emulated KVM host a boot takes tens of seconds. VM processes are
+// jailed with the default uid range and seccomp enforced when this process
+// can jail them (root), else run unjailed (the CLI's own commands: `serve`
+// refuses to start unjailed unless told to).
 [[nodiscard]] vmm::SpawnOptions spawn_options(bool console);
+[[nodiscard]] vmm::SpawnOptions spawn_options(bool console, const vmm::JailOptions& jail,
+                                              const vmm::ResourceLimits& limits);
+// The jail and cgroup settings of a configuration (`cgroups` as detected).
+[[nodiscard]] vmm::JailOptions jail_options_from(const config::Config& c);
+[[nodiscard]] vmm::ResourceLimits resource_limits_from(const config::Config& c,
+                                                       std::shared_ptr<const vmm::CgroupHost> cgroups);
 
 }  // namespace forkvm::cli

@@ -24,10 +24,20 @@ int vmm_process(std::span<char*> args) {
     vmm::VmProcessArgs a;
     for (std::size_t i = 0; i < args.size(); ++i) {
         std::string_view flag = args[i];
+        if (flag == "--seccomp" && i + 1 < args.size()) {
+            auto mode = vmm::parse_seccomp_mode(args[++i]);
+            if (!mode) {
+                std::fprintf(stderr, "forkvm vmm: --seccomp takes off, log or enforce\n");
+                return 2;
+            }
+            a.seccomp = *mode;
+            continue;
+        }
         long value = 0;
         if (i + 1 >= args.size() || !parse_int(args[i + 1], value)) {
             std::fprintf(stderr,
                          "usage: forkvm vmm --control-fd N --agent-fd N [--console-fd N] [--parent-pid PID]\n"
+                         "                  [--jail-uid UID] [--seccomp off|log|enforce]\n"
                          "(internal: started by forkvm itself for each VM)\n");
             return 2;
         }
@@ -40,6 +50,8 @@ int vmm_process(std::span<char*> args) {
             a.console_fd = static_cast<int>(value);
         } else if (flag == "--parent-pid") {
             a.parent_pid = static_cast<pid_t>(value);
+        } else if (flag == "--jail-uid") {
+            a.jail_uid = static_cast<uid_t>(value);
         } else {
             std::fprintf(stderr, "forkvm vmm: unknown option %.*s\n", static_cast<int>(flag.size()),
                          flag.data());

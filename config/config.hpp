@@ -78,6 +78,17 @@ struct TemplateConfig {
     bool operator==(const TemplateConfig&) const = default;
 };
 
+struct JailConfig {
+    bool enabled = false;               // namespaces, empty root, own uid per VM process
+    int uid_base = 0;                   // first uid (= gid) given to VM processes
+    int uid_count = 0;                  // how many
+    std::string seccomp;                // off|log|enforce
+    std::uint64_t memory_overhead = 0;  // per-VM cgroup memory limit = guest memory + this
+    int max_processes = 0;              // per-VM cgroup task limit
+    int cpu_quota_percent = 0;          // per-VM CPU quota, % of one CPU; 0 = fair share only
+    bool operator==(const JailConfig&) const = default;
+};
+
 struct LogConfig {
     std::string level;   // trace|debug|info|warn|error
     std::string format;  // text|json
@@ -92,6 +103,7 @@ struct Config {
     SandboxConfig sandbox;
     SnapshotConfig snapshot;
     TemplateConfig template_;  // "template" in files, env and flags
+    JailConfig jail;
     std::string data_dir;
     LogConfig log;
     bool operator==(const Config&) const = default;

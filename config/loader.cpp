@@ -244,6 +244,7 @@ public:
         at_least("pool.max_warm", "pool.min_warm");
         at_least("sandbox.max_ttl", "sandbox.default_ttl");
         at_least("sandbox.max_sandboxes", "sandbox.max_per_key");
+        at_least("jail.max_processes", "vm.vcpus");
         both_or_neither("server.tls_cert", "server.tls_key");
         both_or_neither("server.tls_key", "server.tls_cert");
     }

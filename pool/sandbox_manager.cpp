@@ -28,6 +28,16 @@ constexpr std::uint32_t kMaxDirEntries = 10'000;
 // answer arrives before the channel deadline fires.
 constexpr std::chrono::seconds kExecGrace{10};
 
+// Why a sandbox whose agent channel is gone is broken: the channel's own
+// reason, and the VM's when it reported one (a seccomp violation, a crash).
+std::string lost_channel_reason(PooledVm& vm, vmm::AgentClient& agent, vmm::AgentClient::State state) {
+    std::string reason = state == vmm::AgentClient::State::broken
+                             ? "agent channel broken: " + agent.broken_reason()
+                             : std::string("VM stopped");
+    if (std::string stopped = vm.stop_reason(); !stopped.empty()) reason += " (" + stopped + ")";
+    return reason;
+}
+
 ServiceError unavailable() {
     return ServiceError(ErrorCode::unavailable, "the sandbox service is shutting down");
 }
@@ -410,9 +420,8 @@ void SandboxManager::sweep() {
         try {
             vmm::AgentClient& agent = e->vm->agent();
             const auto state = agent.state();
-            if (state == vmm::AgentClient::State::broken)
-                reason = "agent channel broken: " + agent.broken_reason();
-            if (state == vmm::AgentClient::State::closed) reason = "VM stopped";
+            if (state == vmm::AgentClient::State::broken || state == vmm::AgentClient::State::closed)
+                reason = lost_channel_reason(e->vm.vm(), agent, state);
         } catch (const std::exception& ex) {
             reason = std::string("VM unusable: ") + ex.what();
         }
@@ -612,9 +621,10 @@ auto SandboxManager::with_agent(const std::string& owner, const std::string& id,
             const std::lock_guard lock(e->mutex);
             if (e->closed) throw *e->closed;
         }
-        const std::string reason = err.code() == vmm::AgentErrorCode::broken
-                                       ? "agent channel broken: " + agent->broken_reason()
-                                       : std::string("VM stopped");
+        const std::string reason =
+            lost_channel_reason(e->vm.vm(), *agent,
+                                err.code() == vmm::AgentErrorCode::broken ? vmm::AgentClient::State::broken
+                                                                          : vmm::AgentClient::State::closed);
         mark_broken(*e, reason);
         const std::lock_guard lock(e->mutex);
         throw e->closed ? *e->closed : to_service_error(err, context);

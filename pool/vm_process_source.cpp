@@ -77,6 +77,14 @@ public:
         }
     }
 
+    std::string stop_reason() noexcept override {
+        if (!vm_) return {};
+        // The VM reports before it exits, but its agent socket may close
+        // first: give the control reader a moment.
+        (void)vm_->wait_stopped(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+        return vm_->stopped_reason().value_or("");
+    }
+
 private:
     const std::string id_;
     std::unique_ptr<vmm::VmProcess> vm_;

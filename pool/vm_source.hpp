@@ -46,6 +46,10 @@ public:
     virtual void snapshot(const std::string& dir) = 0;
     // The last bytes the guest wrote to its console; "" if unknown. Never throws.
     virtual std::string console_tail() noexcept = 0;
+    // Why the VM stopped ("seccomp: ...", "guest powered off"), once its
+    // agent channel is gone; "" while it runs or when unknown. May wait
+    // briefly for the VM's own report. Never throws.
+    virtual std::string stop_reason() noexcept { return {}; }
 };
 
 // Makes paused VMs. Called from the pool's refill threads, possibly

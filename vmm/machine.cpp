@@ -65,8 +65,9 @@ void set_initial_fpu(const Vcpu& vcpu) {
 Machine::Machine(VmConfig config, Kvm kvm, Vm vm, GuestMemory memory)
     : config_(std::move(config)), kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)) {}
 
-std::unique_ptr<Machine> Machine::create(const VmConfig& config, GuestMemory memory) {
-    Kvm kvm = Kvm::open();
+std::unique_ptr<Machine> Machine::create(const VmConfig& config, GuestMemory memory,
+                                         std::optional<Kvm> given) {
+    Kvm kvm = given ? std::move(*given) : Kvm::open();
     Vm vm = kvm.create_vm();
     vm.set_tss_addr(layout::kTssAddr);
     vm.set_identity_map_addr(layout::kIdentityMapAddr);

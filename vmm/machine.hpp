@@ -49,7 +49,11 @@ public:
     // order (vmm/vm_state.hpp). The vCPUs start paused, with no thread (a
     // zygote stays single-threaded): resume() makes the threads and runs them. Throws snapshot::SnapshotError
     // (corrupt, missing_section, incompatible: what differs from this host), SysError.
-    static std::unique_ptr<Machine> restore(GuestMemory memory, const snapshot::StateFile& state);
+    // `kvm`: the /dev/kvm handle to build the VM with (a fork child's, from
+    // release_in_fork_child: a jailed process cannot open /dev/kvm); opened
+    // anew when absent.
+    static std::unique_ptr<Machine> restore(GuestMemory memory, const snapshot::StateFile& state,
+                                            std::optional<Kvm> kvm = std::nullopt);
 
     // Everything but guest RAM: the VM config, this host's CPUID and KVM
     // capabilities, the VM's and every vCPU's KVM state, every device.
@@ -63,9 +67,14 @@ public:
     // In the child of a fork(): this Machine's KVM fds belong to the parent
     // (KVM binds a VM to the mm that created it; the child's copies answer
     // EIO) and its eventfd is shared with the parent. Closes them without a
-    // single ioctl or eventfd write and returns only the guest memory, which
-    // the fork shares copy-on-write with the parent.
-    static GuestMemory release_in_fork_child(std::unique_ptr<Machine> machine);
+    // single ioctl or eventfd write and returns the guest memory, which the
+    // fork shares copy-on-write with the parent, and the /dev/kvm handle
+    // (not bound to any mm: the child builds its own VM with it).
+    struct ForkInheritance {
+        GuestMemory memory;
+        Kvm kvm;
+    };
+    static ForkInheritance release_in_fork_child(std::unique_ptr<Machine> machine);
     ~Machine();
     Machine(const Machine&) = delete;
     Machine& operator=(const Machine&) = delete;
@@ -96,7 +105,8 @@ private:
     Machine(VmConfig config, Kvm kvm, Vm vm, GuestMemory memory);
     // The VM, its memory slots, the eventfd and the devices: what a booted
     // and a restored machine share. No vCPU yet.
-    static std::unique_ptr<Machine> create(const VmConfig& config, GuestMemory memory);
+    static std::unique_ptr<Machine> create(const VmConfig& config, GuestMemory memory,
+                                           std::optional<Kvm> kvm = std::nullopt);
     void add_vcpu(Vcpu vcpu, bool start_paused);
     void notify() const;
     void on_vcpu_stop(const std::string& reason, bool clean);

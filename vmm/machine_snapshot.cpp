@@ -61,7 +61,8 @@ void Machine::save_state(snapshot::StateFile& state) const {
     state.add(tags::kRtc, rtc_->save_state());
 }
 
-std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::StateFile& state) {
+std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::StateFile& state,
+                                          std::optional<Kvm> kvm) {
     namespace tags = snapshot::tags;
     VmConfig config = config_from_state(state);
     if (memory.size() != config.memory_mb << 20) {
@@ -69,7 +70,7 @@ std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::St
                             "guest memory is " + std::to_string(memory.size()) +
                                 " bytes, the VM config says " + std::to_string(config.memory_mb) + " MiB");
     }
-    auto m = create(config, std::move(memory));
+    auto m = create(config, std::move(memory), std::move(kvm));
     check_host_identity(m->kvm_, state);
     restore_vm_state(m->vm_, state);
     for (unsigned id = 0; id < config.vcpu_count; ++id) {
@@ -87,15 +88,15 @@ std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::St
     return m;
 }
 
-GuestMemory Machine::release_in_fork_child(std::unique_ptr<Machine> machine) {
+Machine::ForkInheritance Machine::release_in_fork_child(std::unique_ptr<Machine> machine) {
     // No vCPU thread exists (the parent parked them before forking), so the
     // runners' destructors join nothing; closing the copied KVM fds and
     // unmapping the copied kvm_run pages touches only this process.
     machine->event_fd_.reset();  // shared with the parent: never write it here
-    GuestMemory memory = std::move(machine->memory_);
+    ForkInheritance inherited{std::move(machine->memory_), std::move(machine->kvm_)};
     machine->vcpus_.clear();
     machine.reset();
-    return memory;
+    return inherited;
 }
 
 }  // namespace forkvm::vmm

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "vmm/seccomp_filter.hpp"
+
 namespace forkvm::vmm {
 namespace {
 
@@ -129,6 +131,7 @@ VcpuRunner::Request VcpuRunner::wait_while_paused(std::unique_lock<std::mutex>& 
 }
 
 void VcpuRunner::thread_main() {
+    apply_vcpu_thread_seccomp();  // narrower than the control thread's filter we inherit
     {
         // A thread started on a paused vCPU (restored, forked or unparked)
         // waits for resume() before its first KVM_RUN.

@@ -1,15 +1,22 @@
 #include "vmm/vm_process.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <fmt/format.h>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <set>
 #include <vector>
 
 #include "vmm/control_protocol.hpp"
@@ -39,6 +46,90 @@ std::pair<UniqueFd, UniqueFd> make_socketpair(int type) {
     return {above_child_fds(UniqueFd(sv[0])), above_child_fds(UniqueFd(sv[1]))};
 }
 
+// Whether any process on the host runs as `uid` (another forkvm server
+// sharing the range, say). Only spawned VMs take a uid (golden VM,
+// zygotes, restores), so a walk over /proc per spawn is cheap.
+bool uid_runs_a_process(uid_t uid) {
+    DIR* d = ::opendir("/proc");
+    if (d == nullptr) return false;
+    const std::string wanted = std::to_string(uid);
+    bool found = false;
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+        std::ifstream status(std::string("/proc/") + e->d_name + "/status");
+        std::string key, real;
+        while (status >> key) {
+            if (key == "Uid:") {
+                status >> real;
+                break;
+            }
+            status.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+        }
+        if (real == wanted) {
+            found = true;
+            break;
+        }
+    }
+    ::closedir(d);
+    return found;
+}
+
+// Hands out jail uids: a uid is free again when the last VM process using
+// it (a spawned one and its fork children) has been reaped. The walk starts
+// at a random place in the range and skips uids some process on the host
+// runs as, so two servers sharing a range keep their VMs apart.
+class UidAllocator {
+public:
+    static UidAllocator& instance() {
+        static UidAllocator allocator;
+        return allocator;
+    }
+
+    std::shared_ptr<const uid_t> acquire(const JailOptions& jail) {
+        std::lock_guard lock(mu_);
+        for (std::uint32_t tries = 0; tries < jail.uid_count; ++tries) {
+            const uid_t uid = jail.uid_base + (next_++ % jail.uid_count);
+            if (uid == 0 || in_use_.contains(uid) || uid_runs_a_process(uid)) continue;
+            in_use_.insert(uid);
+            return {new uid_t(uid), [this](const uid_t* u) {
+                        release(*u);
+                        delete u;
+                    }};
+        }
+        throw VmProcessError(fmt::format("no free jail uid in [{}, {}): every one runs a VM", jail.uid_base,
+                                         static_cast<std::uint64_t>(jail.uid_base) + jail.uid_count));
+    }
+
+private:
+    void release(uid_t uid) {
+        std::lock_guard lock(mu_);
+        in_use_.erase(uid);
+    }
+
+    std::mutex mu_;
+    std::set<uid_t> in_use_;
+    std::uint32_t next_ = std::random_device{}();
+};
+
+// Gives `dir` and what a VM process wrote into it back to us.
+void take_back_ownership(int dir_fd) {
+    const uid_t uid = ::geteuid();
+    const gid_t gid = ::getegid();
+    int copy = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) return;
+    DIR* d = ::fdopendir(copy);
+    if (d == nullptr) {
+        ::close(copy);
+        return;
+    }
+    while (dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+        (void)::fchownat(dir_fd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW);
+    }
+    ::closedir(d);
+    (void)::fchown(dir_fd, uid, gid);
+}
+
 struct SpawnAttributes {
     posix_spawn_file_actions_t actions{};
     posix_spawnattr_t attr{};
@@ -61,7 +152,9 @@ std::unique_ptr<VmProcess> VmProcess::spawn(const VmConfig& config, const SpawnO
         throw VmProcessError("invalid VM config: " + problems.front().to_string());
     }
     auto vm = spawn_process(options);
-    vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
+    auto reply =
+        vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
+    vm->set_memory_bytes(reply.value("memory_bytes", std::uint64_t{0}));
     return vm;
 }
 
@@ -80,12 +173,34 @@ std::unique_ptr<VmProcess> VmProcess::restore(const std::string& dir, const Clon
     auto vm = spawn_process(options);
     nlohmann::json msg = clone_request("restore", clone);
     msg["dir"] = dir;
-    vm->request(msg, options.boot_timeout);
+    auto reply = vm->request(msg, options.boot_timeout);
+    vm->set_memory_bytes(reply.value("memory_bytes", std::uint64_t{0}));
     return vm;
 }
 
 void VmProcess::snapshot(const std::string& dir, Clock::duration timeout) {
-    request({{"op", "snapshot"}, {"dir", dir}}, timeout);
+    // A jailed VM process has no path to `dir`: it gets the directory as an
+    // fd, and ownership of it while it writes.
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw VmProcessError(fmt::format("snapshot: cannot create {}: {}", dir, ec.message()));
+    UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir_fd) throw SysError("open " + dir, errno);
+    if (uid_ && ::fchown(dir_fd.get(), *uid_, static_cast<gid_t>(*uid_)) != 0) {
+        throw SysError("chown " + dir + " to the VM's uid", errno);
+    }
+    const std::array<int, 1> fds{dir_fd.get()};
+    try {
+        request({{"op", "snapshot"}, {"dir", dir}}, timeout, fds);
+    } catch (...) {
+        if (uid_) take_back_ownership(dir_fd.get());
+        throw;
+    }
+    if (uid_) take_back_ownership(dir_fd.get());
+}
+
+std::string VmProcess::probe(const std::string& name, Clock::duration timeout) {
+    return request({{"op", "probe"}, {"probe", name}}, timeout).value("result", "");
 }
 
 std::unique_ptr<VmProcess> VmProcess::fork(const CloneOptions& clone, Clock::duration timeout) {
@@ -99,7 +214,16 @@ std::unique_ptr<VmProcess> VmProcess::fork(const CloneOptions& clone, Clock::dur
         throw VmProcessError("fork: the VM process answered without a pid");
     }
     std::unique_ptr<VmProcess> child(
-        new VmProcess(reply["pid"].get<pid_t>(), std::move(control_host), std::move(agent_host)));
+        new VmProcess(reply["pid"].get<pid_t>(), std::move(control_host), std::move(agent_host), uid_));
+    // Out of our cgroup into its own before it builds its VM.
+    const auto [limits, memory_bytes] = [this] {
+        std::lock_guard lock(mu_);
+        return std::pair(limits_, memory_bytes_);
+    }();
+    child->enter_cgroup(limits, memory_bytes);
+    // The child waits for this before it builds its VM (vm_process_main.cpp).
+    if (!control::send_message(child->control_fd_.get(), {{"op", "start"}}))
+        throw SysError("send start to the forked VM process", errno);
     child->wait_forked(timeout);  // on failure, child's destructor kills and reaps it
     return child;
 }
@@ -150,6 +274,14 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options)
         args.push_back("--console-fd");
         args.push_back(std::to_string(kChildConsoleFd));
     }
+    std::shared_ptr<const uid_t> uid;
+    if (options.jail.enabled) {
+        uid = UidAllocator::instance().acquire(options.jail);
+        args.push_back("--jail-uid");
+        args.push_back(std::to_string(*uid));
+    }
+    args.push_back("--seccomp");
+    args.push_back(std::string(seccomp_mode_name(options.jail.seccomp)));
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -159,11 +291,44 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options)
     if (rc != 0) throw SysError("posix_spawn " + options.forkvm_binary, rc);
     control_child.reset();
     agent_child.reset();
-    return std::unique_ptr<VmProcess>(new VmProcess(pid, std::move(control_host), std::move(agent_host)));
+    std::unique_ptr<VmProcess> vm(
+        new VmProcess(pid, std::move(control_host), std::move(agent_host), std::move(uid)));
+    vm->enter_cgroup(options.limits, 0);  // on failure, ~VmProcess kills and reaps it
+    return vm;
 }
 
-VmProcess::VmProcess(pid_t pid, UniqueFd control, UniqueFd agent)
-    : pid_(pid), control_fd_(std::move(control)), agent_fd_(std::move(agent)) {
+void VmProcess::enter_cgroup(const ResourceLimits& limits, std::uint64_t memory_bytes) {
+    {
+        std::lock_guard lock(mu_);
+        limits_ = limits;
+        memory_bytes_ = memory_bytes;
+    }
+    if (!limits.cgroups) return;
+    CgroupLimits l;
+    l.memory_max = limits.memory_max != 0 ? limits.memory_max
+                   : memory_bytes != 0    ? memory_bytes + limits.memory_overhead
+                                          : 0;
+    l.pids_max = limits.pids_max;
+    l.cpu_quota_percent = limits.cpu_quota_percent;
+    auto group = limits.cgroups->place(pid_, l);
+    std::lock_guard lock(mu_);
+    cgroup_ = std::move(group);
+}
+
+void VmProcess::set_memory_bytes(std::uint64_t memory_bytes) {
+    std::lock_guard lock(mu_);
+    memory_bytes_ = memory_bytes;
+    if (cgroup_ && limits_.memory_max == 0 && memory_bytes != 0)
+        cgroup_->set_memory_max(memory_bytes + limits_.memory_overhead);
+}
+
+std::map<std::string, std::string> VmProcess::cgroup_dirs() const {
+    std::lock_guard lock(mu_);
+    return cgroup_ ? cgroup_->dirs() : std::map<std::string, std::string>{};
+}
+
+VmProcess::VmProcess(pid_t pid, UniqueFd control, UniqueFd agent, std::shared_ptr<const uid_t> uid)
+    : pid_(pid), uid_(std::move(uid)), control_fd_(std::move(control)), agent_fd_(std::move(agent)) {
     reader_ = std::thread([this] { reader_main(); });
 }
 
@@ -177,13 +342,23 @@ VmProcess::~VmProcess() {
     if (reader_.joinable()) reader_.join();
 }
 
+// Why the process ended without saying so itself.
+std::string VmProcess::exit_reason_locked() const {
+    if (cgroup_ && cgroup_->oom_kills() > 0) {
+        return fmt::format(
+            "VM process killed by the kernel: it reached its memory limit ({} MiB of host memory)",
+            (limits_.memory_max != 0 ? limits_.memory_max : memory_bytes_ + limits_.memory_overhead) >> 20);
+    }
+    return "VM process exited";
+}
+
 void VmProcess::reader_main() {
     for (;;) {
         auto msg = control::recv_message(control_fd_.get());
         std::lock_guard lock(mu_);
         if (!msg) {
             channel_closed_ = true;
-            if (!stopped_reason_) stopped_reason_ = "VM process exited";
+            if (!stopped_reason_) stopped_reason_ = exit_reason_locked();
             cv_.notify_all();
             return;
         }

@@ -22,6 +22,8 @@
 #include <string>
 #include <thread>
 
+#include "vmm/cgroup.hpp"
+#include "vmm/seccomp_filter.hpp"
 #include "vmm/unique_fd.hpp"
 #include "vmm/vm_config.hpp"
 
@@ -39,10 +41,32 @@ private:
     std::string snapshot_error_;
 };
 
+// How VM processes are confined (vmm/jail.hpp, vmm/seccomp_filter.hpp).
+struct JailOptions {
+    bool enabled = false;  // namespaces, an empty root, a uid of its own
+    // Each spawned VM process gets a free uid (= gid) from
+    // [uid_base, uid_base + uid_count); its fork children share it.
+    uid_t uid_base = 0;
+    std::uint32_t uid_count = 0;
+    SeccompMode seccomp = SeccompMode::off;
+};
+
+// Per-VM cgroup limits (vmm/cgroup.hpp); each VM process, forks included,
+// gets a cgroup of its own.
+struct ResourceLimits {
+    std::shared_ptr<const CgroupHost> cgroups;  // null: no cgroups
+    std::uint64_t memory_overhead = 0;          // memory limit = guest memory + this
+    std::uint64_t memory_max = 0;               // non-zero: the memory limit exactly
+    std::uint32_t pids_max = 0;                 // tasks (threads count); 0 = none
+    std::uint32_t cpu_quota_percent = 0;        // of one CPU; 0 = fair share only
+};
+
 struct SpawnOptions {
     std::string forkvm_binary;  // the `forkvm` executable to run as `forkvm vmm`
     int console_fd = -1;        // if >= 0, the VM process copies the console here
     std::chrono::milliseconds boot_timeout{60000};
+    JailOptions jail;
+    ResourceLimits limits;
 };
 
 // How a restored or forked VM starts.
@@ -74,6 +98,11 @@ public:
     VmProcess& operator=(const VmProcess&) = delete;
 
     [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+    // The uid the VM process runs as in its jail; 0 when it is not jailed.
+    [[nodiscard]] uid_t jail_uid() const noexcept { return uid_ ? *uid_ : 0; }
+    // The VM process's own cgroup directories (controller -> dir; "" for
+    // cgroup v2); empty without cgroups.
+    [[nodiscard]] std::map<std::string, std::string> cgroup_dirs() const;
     // The host end of the agent channel (a stream socket); once.
     UniqueFd take_agent_fd() { return std::move(agent_fd_); }
 
@@ -87,6 +116,11 @@ public:
     // agent is the same one, mid-session; ping it.
     std::unique_ptr<VmProcess> fork(const CloneOptions& clone,
                                     Clock::duration timeout = std::chrono::seconds(60));
+
+    // Test hook (vmm/jail_probe.hpp): the VM process tries one forbidden
+    // action. Returns how the call failed; throws VmProcessError when the
+    // process died of it (stopped_reason() says why).
+    std::string probe(const std::string& name, Clock::duration timeout = std::chrono::seconds(30));
 
     void pause(Clock::duration timeout = std::chrono::seconds(10));
     // A non-empty `hostname` is posted with the clock (the agent applies it
@@ -105,16 +139,24 @@ public:
     bool wait_stopped(Clock::time_point deadline) const;
 
 private:
-    VmProcess(pid_t pid, UniqueFd control, UniqueFd agent);
+    VmProcess(pid_t pid, UniqueFd control, UniqueFd agent, std::shared_ptr<const uid_t> uid);
     // A `forkvm vmm` process waiting for its first request (boot or restore).
     static std::unique_ptr<VmProcess> spawn_process(const SpawnOptions& options);
     nlohmann::json request(nlohmann::json msg, Clock::duration timeout, std::span<const int> fds = {});
     // A fork's child announces itself on its own control socket.
     void wait_forked(Clock::duration timeout);
+    // Moves the process into a cgroup of its own (memory limit once known).
+    void enter_cgroup(const ResourceLimits& limits, std::uint64_t memory_bytes);
+    // After the first request: the guest's memory size sets the memory limit.
+    void set_memory_bytes(std::uint64_t memory_bytes);
     void reader_main();
+    [[nodiscard]] std::string exit_reason_locked() const;
     void reap(bool block);
 
     pid_t pid_;
+    // The jail uid, shared with our fork children: free again once the last
+    // process using it is gone.
+    std::shared_ptr<const uid_t> uid_;
     UniqueFd control_fd_;
     UniqueFd agent_fd_;
     std::thread reader_;
@@ -125,6 +167,11 @@ private:
     std::map<std::uint64_t, std::optional<nlohmann::json>> pending_;
     std::optional<std::string> stopped_reason_;
     std::optional<nlohmann::json> forked_event_;
+    ResourceLimits limits_;
+    std::uint64_t memory_bytes_ = 0;
+    // Destroyed after the process is reaped (members go after the
+    // destructor's body), so its directories can be removed.
+    std::unique_ptr<VmCgroup> cgroup_;
     bool channel_closed_ = false;
     bool reaped_ = false;
 };

@@ -1,6 +1,7 @@
 #include "vmm/vm_process_main.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <ctime>
 #include <exception>
 #include <memory>
 #include <spdlog/spdlog.h>
@@ -18,8 +20,11 @@
 #include "snapshot/snapshot_error.hpp"
 #include "vmm/console_log.hpp"
 #include "vmm/control_protocol.hpp"
+#include "vmm/jail.hpp"
+#include "vmm/jail_probe.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/mailbox.hpp"
+#include "vmm/seccomp_filter.hpp"
 #include "vmm/sibling_fork.hpp"
 #include "vmm/snapshot_io.hpp"
 #include "vmm/sys_error.hpp"
@@ -41,13 +46,16 @@ public:
 
 private:
     bool start_machine();
+    // The jail and the control thread's seccomp filter: after the machine is
+    // built, before the guest runs.
+    void lock_down();
     void setup_epoll();
     [[nodiscard]] bool agent_channel_idle() const;
     // Posts entropy, clock and identity (all of clone hygiene) in the
     // mailbox; the VM must be paused.
     void post_identity(const std::string& hostname);
     void resume_machine(const std::string& hostname = {});  // posts the clock (and hostname), then resumes
-    void take_snapshot(const nlohmann::json& msg);
+    void take_snapshot(const nlohmann::json& msg, std::vector<UniqueFd>& fds);
     void fork_vm(const nlohmann::json& msg, std::vector<UniqueFd>& fds);
     void become_fork_child(std::vector<UniqueFd>& fds, const snapshot::StateFile& state,
                            const std::string& hostname, bool paused);
@@ -126,12 +134,14 @@ bool ProcessLoop::start_machine() {
     try {
         if (op == "boot" && msg->contains("config")) {
             machine_ = Machine::boot(control::config_from_json((*msg)["config"]));
+            lock_down();
             machine_->start();
         } else if (op == "restore" && msg->contains("dir") && (*msg)["dir"].is_string()) {
             const std::string hostname = requested_hostname(*msg);
             if (hostname.empty()) throw std::invalid_argument("hostname: not a valid hostname");
             LoadedSnapshot loaded = load_snapshot((*msg)["dir"].get<std::string>());
             machine_ = Machine::restore(std::move(loaded.memory), loaded.state);
+            lock_down();
             post_identity(hostname);
             if (!requested_paused(*msg)) machine_->resume();
         } else {
@@ -145,8 +155,24 @@ bool ProcessLoop::start_machine() {
         reply(*msg, {{"ok", false}, {"error", e.what()}});
         return false;
     }
-    reply(*msg, {{"ok", true}, {"pid", ::getpid()}});
+    reply(*msg, {{"ok", true}, {"pid", ::getpid()}, {"memory_bytes", machine_->memory().size()}});
     return true;
+}
+
+// Room for a snapshot of this VM (memory.bin is the largest file) and its
+// state; RLIMIT_FSIZE stops anything larger.
+constexpr std::uint64_t kSnapshotFileSlack = 64ULL << 20;
+
+void ProcessLoop::lock_down() {
+    // Log lines carry local time: load the zone now, while /etc/localtime
+    // can still be read (glibc keeps it; no later call reopens the file).
+    ::tzset();
+    if (args_.jail_uid != 0) {
+        enter_jail({.uid = args_.jail_uid, .max_file_bytes = machine_->memory().size() + kSnapshotFileSlack});
+    }
+    set_seccomp_report_fd(args_.control_fd);
+    install_seccomp(ThreadRole::control, args_.seccomp);
+    set_vcpu_thread_seccomp(args_.seccomp);
 }
 
 void ProcessLoop::post_identity(const std::string& hostname) {
@@ -173,9 +199,11 @@ bool ProcessLoop::agent_channel_idle() const {
            machine_->agent().output_pending() == 0;
 }
 
-void ProcessLoop::take_snapshot(const nlohmann::json& msg) {
-    if (!msg.contains("dir") || !msg["dir"].is_string()) {
-        reply(msg, {{"ok", false}, {"error", "dir: must be a string"}});
+// The controller passes the snapshot directory as an fd: a jailed process
+// has no path to it. We write into it as our working directory.
+void ProcessLoop::take_snapshot(const nlohmann::json& msg, std::vector<UniqueFd>& fds) {
+    if (!msg.contains("dir") || !msg["dir"].is_string() || fds.size() != 1) {
+        reply(msg, {{"ok", false}, {"error", "snapshot needs dir (a string) and the directory's fd"}});
         return;
     }
     if (!agent_channel_idle()) {
@@ -186,11 +214,14 @@ void ProcessLoop::take_snapshot(const nlohmann::json& msg) {
     machine_->pause();
     nlohmann::json body;
     try {
-        auto manifest = write_snapshot(*machine_, msg["dir"].get<std::string>(), FORKVM_VERSION);
+        if (::fchdir(fds[0].get()) != 0) throw SysError("fchdir to the snapshot directory", errno);
+        auto manifest = write_snapshot(*machine_, ".", FORKVM_VERSION);
         body = {{"ok", true}, {"memory_size", manifest.memory_size}, {"state_size", manifest.state_size}};
     } catch (const std::exception& e) {
-        body = {{"ok", false}, {"error", e.what()}};
+        body = {{"ok", false}, {"error", msg["dir"].get<std::string>() + ": " + e.what()}};
     }
+    (void)!::chdir("/");
+    fds.clear();
     if (was_running) resume_machine();
     reply(msg, body);
 }
@@ -257,12 +288,20 @@ void ProcessLoop::become_fork_child(std::vector<UniqueFd>& fds, const snapshot::
     args_.control_fd = fds[0].release();
     args_.agent_fd = fds[1].release();
     fds.clear();
+    set_seccomp_report_fd(args_.control_fd);
     agent_out_.clear();
     agent_open_ = true;
     stop_reported_ = false;
     events_stale_ = true;
+    // Wait until the controller has moved us into a cgroup of our own: what
+    // the new VM creates from here on (its memory, KVM's per-VM kernel
+    // thread, which joins our cgroup when the VM is made) belongs there,
+    // not to the process we were forked from.
+    auto go = control::recv_message(args_.control_fd);
+    if (!go || go->value("op", "") != "start") ::_exit(1);
     try {
-        machine_ = Machine::restore(Machine::release_in_fork_child(std::move(machine_)), state);
+        auto inherited = Machine::release_in_fork_child(std::move(machine_));
+        machine_ = Machine::restore(std::move(inherited.memory), state, std::move(inherited.kvm));
         post_identity(hostname);
         if (!paused) machine_->resume();
     } catch (const std::exception& e) {
@@ -374,7 +413,16 @@ bool ProcessLoop::handle_control(const nlohmann::json& msg, std::vector<UniqueFd
             reply(msg, {{"ok", false}, {"error", e.what()}});
         }
     } else if (op == "snapshot") {
-        take_snapshot(msg);
+        take_snapshot(msg, fds);
+    } else if (op == "probe") {
+        // Test hook (docs/security.md): one forbidden action from inside the
+        // jail. Only the controller can ask; the call can do no more than
+        // the jail allows, and a forbidden one ends this process.
+        try {
+            reply(msg, {{"ok", true}, {"result", run_jail_probe(msg.value("probe", ""))}});
+        } catch (const std::exception& e) {
+            reply(msg, {{"ok", false}, {"error", e.what()}});
+        }
     } else if (op == "fork") {
         fork_vm(msg, fds);
     } else if (op == "status") {
@@ -474,6 +522,12 @@ int ProcessLoop::run() {
 }  // namespace
 
 int run_vm_process(const VmProcessArgs& args) {
+    // glibc sizes its malloc arena limit from the CPU count the first time a
+    // second thread allocates, by opening /sys/devices/system/cpu/online:
+    // on a vCPU thread, under its seccomp filter, in an empty root. A fixed
+    // limit skips that (a VM process has one control thread and a few vCPU
+    // threads that seldom allocate).
+    ::mallopt(M_ARENA_MAX, 2);
     try {
         ProcessLoop p(args);
         return p.run();

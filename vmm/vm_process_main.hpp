@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include "vmm/seccomp_filter.hpp"
+
 namespace forkvm::vmm {
 
 struct VmProcessArgs {
@@ -13,6 +15,8 @@ struct VmProcessArgs {
     int agent_fd = -1;     // SOCK_STREAM carrying the agent channel
     int console_fd = -1;   // optional: live copy of the kernel console
     pid_t parent_pid = 0;  // the controller; we die with it
+    uid_t jail_uid = 0;    // non-zero: enter the jail (vmm/jail.hpp) with this uid
+    SeccompMode seccomp = SeccompMode::off;
 };
 
 // Returns the process exit status.

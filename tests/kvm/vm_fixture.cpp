@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +31,20 @@ vmm::SpawnOptions test_spawn_options() {
     vmm::SpawnOptions o;
     o.forkvm_binary = FORKVM_TEST_BINARY;
     o.boot_timeout = kBootTimeout;
+    // Every kvm test runs its VMs as production does: jailed, seccomp on.
+    o.jail.enabled = true;
+    o.jail.uid_base = kJailUidBase;
+    o.jail.uid_count = 4096;
+    // FORKVM_TEST_SECCOMP=log runs them with the kernel logging what the
+    // filter lacks instead (docs/security.md: keeping the list tight).
+    const char* mode = std::getenv("FORKVM_TEST_SECCOMP");
+    o.jail.seccomp =
+        vmm::parse_seccomp_mode(mode != nullptr ? mode : "enforce").value_or(vmm::SeccompMode::enforce);
+    // And in cgroups of their own, as `forkvm serve` puts them.
+    static const std::shared_ptr<const vmm::CgroupHost> cgroups = vmm::CgroupHost::detect();
+    o.limits.cgroups = cgroups;
+    o.limits.memory_overhead = kMemoryOverhead;
+    o.limits.pids_max = kMaxProcesses;
     return o;
 }
 

@@ -39,6 +39,11 @@ struct TestVm {
 TestVm& shared_vm();
 
 vmm::VmConfig test_vm_config(std::uint64_t memory_mb = 256);
+// Jailed (uids from kJailUidBase), seccomp enforced, each VM process in a
+// cgroup of its own with these limits.
+constexpr uid_t kJailUidBase = 1500000000;
+constexpr std::uint64_t kMemoryOverhead = 128ULL << 20;
+constexpr std::uint32_t kMaxProcesses = 64;
 vmm::SpawnOptions test_spawn_options();
 
 // The pids whose parent is `parent` (from /proc).

@@ -67,6 +67,7 @@ struct World {
     int snapshots = 0;                              // PooledVm::snapshot calls
     std::map<std::string, std::string> identities;  // vm id -> identity given at resume
     bool snapshot_fails = false;
+    std::map<std::string, std::string> stop_reasons;  // vm id -> what PooledVm::stop_reason says
 
     bool was_destroyed(const std::string& vm_id) {
         const std::lock_guard lock(mutex);
@@ -182,6 +183,11 @@ public:
         forkvm::test::write_fake_snapshot(dir, 's');
     }
     std::string console_tail() noexcept override { return "console of " + id_; }
+    std::string stop_reason() noexcept override {
+        const std::lock_guard lock(world_.mutex);
+        auto it = world_.stop_reasons.find(id_);
+        return it == world_.stop_reasons.end() ? "" : it->second;
+    }
 
 private:
     World& world_;
@@ -762,7 +768,11 @@ TEST_CASE("pool: manager marks a sandbox broken when its VM dies and destroys th
     CHECK(error_of([&] { (void)m.keep_alive("alice", a, 1s); }).code() == ErrorCode::vm_broken);
     CHECK(m.console_tail("alice", a) == "console of " + vm_a);  // kept for diagnosis
 
-    // Found by the sweeper without any call.
+    // Found by the sweeper without any call; the VM's own report is kept.
+    {
+        const std::lock_guard lock(f.world.mutex);
+        f.world.stop_reasons[vm_b] = "seccomp: the VM process made a forbidden system call: socket";
+    }
     f.world.kill_agent(vm_b);
     bool seen = false;
     for (int i = 0; i < 250 && !seen; ++i) {
@@ -770,7 +780,8 @@ TEST_CASE("pool: manager marks a sandbox broken when its VM dies and destroys th
         if (!seen) std::this_thread::sleep_for(20ms);
     }
     CHECK(seen);
-    CHECK(m.get("alice", b).info.broken_reason == "VM stopped");
+    CHECK(m.get("alice", b).info.broken_reason ==
+          "VM stopped (seccomp: the VM process made a forbidden system call: socket)");
     CHECK(f.world.destroyed_soon(vm_b));
 
     m.remove("alice", a);

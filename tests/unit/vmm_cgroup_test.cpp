@@ -1,0 +1,115 @@
+// Per-VM cgroups (vmm/cgroup.hpp) over a fake cgroup tree: which files get
+// which limits for cgroup v2 and v1, what a missing controller skips, and
+// how the OOM count is read. The kvm jail test checks the real thing.
+
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "tests/support/temp_dir.hpp"
+#include "vmm/cgroup.hpp"
+
+using forkvm::vmm::CgroupHost;
+using forkvm::vmm::CgroupLimits;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void put(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
+
+}  // namespace
+
+TEST_CASE("cgroup: v2 puts a VM process in vm-<pid> with its memory, task and CPU limits") {
+    forkvm::test::TempDir tmp("forkvm_cgroup");
+    const fs::path parent = tmp.path / "forkvm";
+    fs::create_directories(parent);
+    CgroupHost::Layout layout;
+    layout.version = CgroupHost::Version::v2;
+    layout.parents[""] = parent.string();
+    CgroupHost host(layout);
+    CHECK(host.enforcing());
+    CHECK(host.describe() == "cgroup v2 under " + parent.string());
+
+    auto group = host.place(4242, CgroupLimits{.memory_max = 0, .pids_max = 40, .cpu_quota_percent = 50});
+    REQUIRE(group != nullptr);
+    const fs::path dir = parent / "vm-4242";
+    CHECK(slurp(dir / "cgroup.procs") == "4242");
+    CHECK(slurp(dir / "pids.max") == "40");
+    CHECK(slurp(dir / "cpu.max") == "50000 100000");
+    CHECK_FALSE(fs::exists(dir / "memory.max"));  // set once the guest's size is known
+
+    put(dir / "memory.swap.max", "max");
+    group->set_memory_max(384ULL << 20);
+    CHECK(slurp(dir / "memory.max") == std::to_string(384ULL << 20));
+    CHECK(slurp(dir / "memory.swap.max") == "0");
+    CHECK(group->memory_dir() == dir.string());
+
+    CHECK(group->oom_kills() == 0);
+    put(dir / "memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n");
+    CHECK(group->oom_kills() == 1);
+}
+
+TEST_CASE("cgroup: v1 writes each controller's own files in its own hierarchy") {
+    forkvm::test::TempDir tmp("forkvm_cgroup");
+    CgroupHost::Layout layout;
+    layout.version = CgroupHost::Version::v1;
+    for (const char* c : {"cpu", "memory", "pids"}) {
+        fs::create_directories(tmp.path / c / "forkvm");
+        layout.parents[c] = (tmp.path / c / "forkvm").string();
+    }
+    CgroupHost host(layout);
+    auto group = host.place(77, CgroupLimits{.memory_max = 1 << 20, .pids_max = 9, .cpu_quota_percent = 150});
+    REQUIRE(group != nullptr);
+    CHECK(slurp(tmp.path / "memory/forkvm/vm-77/memory.limit_in_bytes") == std::to_string(1 << 20));
+    CHECK(slurp(tmp.path / "pids/forkvm/vm-77/pids.max") == "9");
+    CHECK(slurp(tmp.path / "cpu/forkvm/vm-77/cpu.cfs_period_us") == "100000");
+    CHECK(slurp(tmp.path / "cpu/forkvm/vm-77/cpu.cfs_quota_us") == "150000");
+    for (const char* c : {"cpu", "memory", "pids"}) {
+        CAPTURE(c);
+        CHECK(slurp(tmp.path / c / "forkvm/vm-77/cgroup.procs") == "77");
+    }
+    put(tmp.path / "memory/forkvm/vm-77/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
+    CHECK(group->oom_kills() == 3);
+    CHECK(host.describe().find("cgroup v1 (cpu under ") == 0);
+}
+
+TEST_CASE("cgroup: a missing controller's limit is skipped and named; no cgroups at all places nothing") {
+    forkvm::test::TempDir tmp("forkvm_cgroup");
+    CgroupHost::Layout layout;
+    layout.version = CgroupHost::Version::v2;
+    layout.parents[""] = tmp.path.string();
+    layout.missing = {"cpu"};
+    CgroupHost host(layout);
+    auto group = host.place(5, CgroupLimits{.memory_max = 4096, .pids_max = 0, .cpu_quota_percent = 50});
+    CHECK_FALSE(fs::exists(tmp.path / "vm-5/cpu.max"));
+    CHECK_FALSE(fs::exists(tmp.path / "vm-5/pids.max"));  // 0 = no limit
+    CHECK(slurp(tmp.path / "vm-5/memory.max") == "4096");
+    CHECK(host.describe().find("missing controllers: cpu") != std::string::npos);
+
+    CgroupHost none(CgroupHost::Layout{}, "no cgroup mounted");
+    CHECK_FALSE(none.enforcing());
+    CHECK(none.place(5, {}) == nullptr);
+    CHECK(none.describe().find("no per-VM cgroups (no cgroup mounted)") == 0);
+}
+
+TEST_CASE("cgroup: a group that cannot be made is an error naming the file") {
+    CgroupHost::Layout layout;
+    layout.version = CgroupHost::Version::v2;
+    layout.parents[""] = "/nonexistent/forkvm-test-parent";
+    CgroupHost host(layout);
+    try {
+        (void)host.place(1, {});
+        FAIL("place() succeeded under a missing parent");
+    } catch (const std::exception& e) {
+        CHECK(std::string(e.what()).find("/nonexistent/forkvm-test-parent/vm-1") != std::string::npos);
+    }
+}

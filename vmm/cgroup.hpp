@@ -1,0 +1,88 @@
+#pragma once
+// Per-VM cgroups (docs/security.md §4): every VM process — spawned or
+// forked — is moved into a cgroup of its own, `vm-<pid>`, with
+//   - a memory limit: its guest memory plus the VMM's overhead, so a VMM
+//     that allocates without bound is OOM-killed alone;
+//   - a task limit (threads count): a runaway clone()/fork ends there;
+//   - a CPU share: equal weight with every other VM (a spinning guest gets
+//     its fair share, no more, under contention) and, optionally, a hard
+//     quota in percent of one CPU.
+// cgroup v2 where the host has it; else the v1 cpu, memory and pids
+// hierarchies; a host with neither runs VMs without them (the server warns
+// at startup).
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace forkvm::vmm {
+
+struct CgroupLimits {
+    std::uint64_t memory_max = 0;         // bytes; 0 = none
+    std::uint32_t pids_max = 0;           // tasks; 0 = none
+    std::uint32_t cpu_quota_percent = 0;  // of one CPU; 0 = fair share only
+};
+
+class VmCgroup;
+
+class CgroupHost {
+public:
+    enum class Version { none, v1, v2 };
+
+    // Where VM cgroups are made: for v2 one directory (key ""), whose
+    // subtree has the controllers enabled; for v1 one per controller
+    // ("cpu", "memory", "pids").
+    struct Layout {
+        Version version = Version::none;
+        std::map<std::string, std::string> parents;
+        std::vector<std::string> missing;  // controllers the host does not give us
+    };
+
+    // Finds this process's cgroups (/proc/self/cgroup, /proc/self/mountinfo),
+    // makes the `forkvm` parent group(s) and enables the controllers. Never
+    // throws: what could not be done is in describe().
+    static std::shared_ptr<CgroupHost> detect();
+
+    explicit CgroupHost(Layout layout, std::string problem = "");
+
+    [[nodiscard]] bool enforcing() const noexcept { return layout_.version != Version::none; }
+    [[nodiscard]] const Layout& layout() const noexcept { return layout_; }
+    // One line for the startup log: what is enforced, or why nothing is.
+    [[nodiscard]] std::string describe() const;
+
+    // Makes vm-<pid> under each parent, writes the limits, moves `pid` in.
+    // Throws SysError naming the file.
+    [[nodiscard]] std::unique_ptr<VmCgroup> place(pid_t pid, const CgroupLimits& limits) const;
+
+private:
+    Layout layout_;
+    std::string problem_;
+};
+
+// One VM process's cgroup(s). Removed on destruction (the process must be
+// gone: call after it was reaped).
+class VmCgroup {
+public:
+    VmCgroup(CgroupHost::Version version, std::map<std::string, std::string> dirs);
+    ~VmCgroup();
+    VmCgroup(const VmCgroup&) = delete;
+    VmCgroup& operator=(const VmCgroup&) = delete;
+
+    // Sets the memory limit (once the VM's memory size is known). Throws SysError.
+    void set_memory_max(std::uint64_t bytes) const;
+    // How often the kernel OOM-killed in this cgroup (0 when unknown).
+    [[nodiscard]] std::uint64_t oom_kills() const;
+    // The directory holding the memory controller's files ("" without one).
+    [[nodiscard]] std::string memory_dir() const;
+    [[nodiscard]] const std::map<std::string, std::string>& dirs() const noexcept { return dirs_; }
+
+private:
+    CgroupHost::Version version_;
+    std::map<std::string, std::string> dirs_;  // controller ("" for v2) -> directory
+};
+
+}  // namespace forkvm::vmm
