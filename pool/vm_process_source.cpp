@@ -81,7 +81,7 @@ public:
         if (!vm_) return {};
         // The VM reports before it exits, but its agent socket may close
         // first: give the control reader a moment.
-        (void)vm_->wait_stopped(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+        (void)vm_->wait_stopped(std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
         return vm_->stopped_reason().value_or("");
     }
 

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +76,7 @@ void remove_stale_groups(const std::string& parent) {
 }
 
 struct Mount {
+    std::string root;  // the part of the hierarchy mounted ("/" unless bind-mounted from inside)
     std::string point;
     std::string fstype;
     std::vector<std::string> options;  // super options (v1: the controllers)
@@ -90,7 +93,7 @@ std::vector<Mount> cgroup_mounts() {
         if (fields.size() < 5 || dash == fields.end() || fields.end() - dash < 4) continue;
         const std::string& fstype = *(dash + 1);
         if (fstype != "cgroup" && fstype != "cgroup2") continue;
-        mounts.push_back({fields[4], fstype, split(*(dash + 3), ',')});
+        mounts.push_back({fields[3], fields[4], fstype, split(*(dash + 3), ',')});
     }
     return mounts;
 }
@@ -115,8 +118,11 @@ std::map<std::string, std::string> own_cgroups() {
     return paths;
 }
 
-std::string join(const std::string& base, const std::string& path) {
-    return path == "/" ? base : base + path;
+// Where our group `path` (as /proc/self/cgroup names it) is under `mount`.
+std::string join(const Mount& mount, const std::string& path) {
+    std::string rel = path;
+    if (mount.root != "/" && rel.starts_with(mount.root)) rel = rel.substr(mount.root.size());
+    return rel.empty() || rel == "/" ? mount.point : mount.point + rel;
 }
 
 void enable_controllers(const std::string& dir, const std::vector<std::string>& controllers) {
@@ -129,7 +135,7 @@ void enable_controllers(const std::string& dir, const std::vector<std::string>& 
 // of VM groups. A non-root group with processes in it cannot enable
 // controllers for its children ("no internal processes"): we move
 // ourselves into a leaf first, as a service with delegated cgroups does.
-CgroupHost::Layout setup_v2(const std::string& mount, const std::string& own_path, std::string& problem) {
+CgroupHost::Layout setup_v2(const Mount& mount, const std::string& own_path, std::string& problem) {
     CgroupHost::Layout layout;
     const std::string own = join(mount, own_path);
     const std::set<std::string> available = [&] {
@@ -146,25 +152,20 @@ CgroupHost::Layout setup_v2(const std::string& mount, const std::string& own_pat
         }
     }
     if (use.empty()) {
-        problem = "cgroup v2 at " + mount + " offers none of cpu, memory, pids to this process";
+        problem = "cgroup v2 at " + mount.point + " offers none of cpu, memory, pids to this process";
         return {};
     }
     try {
-        std::string parent;
-        if (own_path == "/") {
+        try {
             enable_controllers(own, use);
-            parent = own + "/forkvm";
-        } else {
-            try {
-                enable_controllers(own, use);
-            } catch (const SysError& e) {
-                if (e.err() != EBUSY) throw;
-                make_dir(own + "/forkvm-server");
-                write_text(own + "/forkvm-server/cgroup.procs", std::to_string(::getpid()));
-                enable_controllers(own, use);
-            }
-            parent = own + "/forkvm-vms";
+        } catch (const SysError& e) {
+            // Not the root group (which is exempt), and we live in it.
+            if (e.err() != EBUSY) throw;
+            make_dir(own + "/forkvm-server");
+            write_text(own + "/forkvm-server/cgroup.procs", std::to_string(::getpid()));
+            enable_controllers(own, use);
         }
+        const std::string parent = own + "/forkvm";
         make_dir(parent);
         enable_controllers(parent, use);
         remove_stale_groups(parent);
@@ -190,7 +191,7 @@ CgroupHost::Layout setup_v1(const std::vector<Mount>& mounts, const std::map<std
             layout.missing.emplace_back(c);
             continue;
         }
-        const std::string parent = join(m->point, path->second) + "/forkvm";
+        const std::string parent = join(*m, path->second) + "/forkvm";
         try {
             make_dir(parent);
             remove_stale_groups(parent);
@@ -213,7 +214,7 @@ std::shared_ptr<CgroupHost> CgroupHost::detect() {
     auto v2 =
         std::find_if(mounts.begin(), mounts.end(), [](const Mount& m) { return m.fstype == "cgroup2"; });
     if (v2 != mounts.end() && own.contains("")) {
-        Layout layout = setup_v2(v2->point, own.at(""), problem);
+        Layout layout = setup_v2(*v2, own.at(""), problem);
         if (layout.version == Version::v2) return std::make_shared<CgroupHost>(std::move(layout));
     }
     Layout layout = setup_v1(mounts, own, problem);
@@ -249,17 +250,22 @@ std::string CgroupHost::describe() const {
 std::unique_ptr<VmCgroup> CgroupHost::place(pid_t pid, const CgroupLimits& limits) const {
     if (!enforcing()) return nullptr;
     const std::string name = "vm-" + std::to_string(pid);
-    std::map<std::string, std::string> dirs;
-    for (const auto& [controller, parent] : layout_.parents) dirs[controller] = parent + "/" + name;
-    for (const auto& [controller, dir] : dirs) make_dir(dir);
-    // From here on the groups exist: a failure removes them (~VmCgroup).
-    auto group = std::make_unique<VmCgroup>(layout_.version, dirs);
+    // Each directory joins the group as soon as it exists, so a failure
+    // half-way removes what was made (~VmCgroup).
+    auto group = std::make_unique<VmCgroup>(layout_.version, std::map<std::string, std::string>{});
+    for (const auto& [controller, parent] : layout_.parents) {
+        const std::string dir = parent + "/" + name;
+        // A leftover of a pid used before (its processes gone) is removed;
+        // one still in use is an error, never shared.
+        if (::mkdir(dir.c_str(), 0755) != 0) {
+            if (errno != EEXIST || ::rmdir(dir.c_str()) != 0 || ::mkdir(dir.c_str(), 0755) != 0)
+                throw SysError("mkdir " + dir, errno);
+        }
+        group->add_dir(controller, dir);
+    }
     const bool v2 = layout_.version == Version::v2;
-    auto dir_of = [&](const std::string& controller) -> std::string {
-        if (v2) return dirs.at("");
-        auto it = dirs.find(controller);
-        return it == dirs.end() ? "" : it->second;
-    };
+    const auto& dirs = group->dirs();
+    auto dir_of = [&](const std::string& controller) { return dirs.at(v2 ? "" : controller); };
     auto present = [&](const std::string& controller) {
         return std::find(layout_.missing.begin(), layout_.missing.end(), controller) == layout_.missing.end();
     };
@@ -282,9 +288,28 @@ std::unique_ptr<VmCgroup> CgroupHost::place(pid_t pid, const CgroupLimits& limit
 VmCgroup::VmCgroup(CgroupHost::Version version, std::map<std::string, std::string> dirs)
     : version_(version), dirs_(std::move(dirs)) {}
 
+void VmCgroup::add_dir(const std::string& controller, const std::string& dir) { dirs_[controller] = dir; }
+
 VmCgroup::~VmCgroup() {
+    // The VM process is reaped by now; anything still in its group is what
+    // it started behind our back (a clone() of its own): kill it too, then
+    // reap it if it is our child (CLONE_PARENT made it one).
     for (const auto& [controller, dir] : dirs_) {
-        // Empty once the process is reaped; the kernel may lag a moment.
+        const std::string procs = read_text(dir + "/cgroup.procs");
+        std::vector<pid_t> left;
+        std::istringstream in(procs);
+        for (long pid = 0; in >> pid;)
+            if (pid > 0) left.push_back(static_cast<pid_t>(pid));
+        for (pid_t pid : left) ::kill(pid, SIGKILL);
+        for (pid_t pid : left) {
+            int status = 0;
+            for (int attempt = 0; attempt < 50; ++attempt) {
+                const pid_t r = ::waitpid(pid, &status, WNOHANG);
+                if (r != 0) break;  // reaped, or not our child
+                std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            }
+        }
+        // Empty once they are gone; the kernel may lag a moment.
         for (int attempt = 0; attempt < 20; ++attempt) {
             if (::rmdir(dir.c_str()) == 0 || errno != EBUSY) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -64,7 +64,7 @@ private:
 };
 
 // One VM process's cgroup(s). Removed on destruction (the process must be
-// gone: call after it was reaped).
+// gone: call after it was reaped); any process still in it is killed first.
 class VmCgroup {
 public:
     VmCgroup(CgroupHost::Version version, std::map<std::string, std::string> dirs);
@@ -72,7 +72,9 @@ public:
     VmCgroup(const VmCgroup&) = delete;
     VmCgroup& operator=(const VmCgroup&) = delete;
 
-    // Sets the memory limit (once the VM's memory size is known). Throws SysError.
+    // A directory made for `controller` ("" for v2).
+    void add_dir(const std::string& controller, const std::string& dir);
+    // Sets the memory limit. Throws SysError.
     void set_memory_max(std::uint64_t bytes) const;
     // How often the kernel OOM-killed in this cgroup (0 when unknown).
     [[nodiscard]] std::uint64_t oom_kills() const;

@@ -1,5 +1,6 @@
 #include "vmm/seccomp_filter.hpp"
 
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/kvm.h>
 #include <linux/seccomp.h>
@@ -69,7 +70,6 @@ constexpr std::array kControlCalls = {
     Allowed{SYS_epoll_ctl, "the event loop"},
     Allowed{SYS_epoll_create1, "a fork child builds its own event loop"},
     Allowed{SYS_eventfd2, "a fork child builds its own machine"},
-    Allowed{SYS_fcntl, "non-blocking sockets"},
     Allowed{SYS_rt_sigaction, "a fork child installs the vCPU kick handler"},
     Allowed{SYS_getppid, "a fork child checks that its controller is alive"},
     Allowed{SYS_set_robust_list, "new vCPU threads (glibc)"},
@@ -212,7 +212,7 @@ private:
     std::vector<std::pair<std::size_t, int>> fixups_;
 };
 
-enum Section { kIoctl, kClone, kTgkill, kPrctl };
+enum Section { kIoctl, kClone, kTgkill, kPrctl, kFcntl };
 
 std::uint32_t low32(unsigned long v) { return static_cast<std::uint32_t>(v); }
 
@@ -327,6 +327,7 @@ std::vector<sock_filter> seccomp_program(ThreadRole role, SeccompMode mode) {
         for (const auto& c : kControlCalls) a.ret_if(static_cast<std::uint32_t>(c.nr), allow);
         a.goto_if(SYS_clone, kClone);
         a.goto_if(SYS_prctl, kPrctl);
+        a.goto_if(SYS_fcntl, kFcntl);
         // glibc falls back to clone, whose flags a filter can read (clone3
         // passes them in memory, out of a filter's reach).
         a.ret_if(SYS_clone3, SECCOMP_RET_ERRNO | ENOSYS);
@@ -359,6 +360,14 @@ std::vector<sock_filter> seccomp_program(ThreadRole role, SeccompMode mode) {
         a.load(kArgLow(0));
         a.ret_if(PR_SET_PDEATHSIG, allow);  // a fork child dies with the controller
         a.ret(deny);
+
+        // Flags only (non-blocking sockets, close-on-exec): F_SETOWN,
+        // F_SETSIG & co. would let a process aim signals at same-uid
+        // siblings.
+        a.place(kFcntl);
+        a.load(kArgLow(1));
+        for (int cmd : {F_GETFD, F_SETFD, F_GETFL, F_SETFL}) a.ret_if(static_cast<std::uint32_t>(cmd), allow);
+        a.ret(deny);
     }
     return a.take();
 }
@@ -386,9 +395,15 @@ void apply_vcpu_thread_seccomp() {
     prog.len = static_cast<unsigned short>(code.size());
     prog.filter = code.data();
     // The control filter is in place already (and no_new_privs with it):
-    // this one only narrows. A failure here is a bug, not a guest's doing;
-    // the thread runs on under the control filter.
-    (void)::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    // this one only narrows. Should it fail, the VM must not run with the
+    // wider list on a vCPU thread: report and end the process.
+    if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        static constexpr char kReport[] =
+            R"({"event":"stopped","clean":false,"reason":"seccomp: a vCPU thread could not install its filter"})";
+        const int fd = g_report_fd.load();
+        if (fd >= 0) (void)!::write(fd, kReport, sizeof kReport - 1);
+        ::syscall(SYS_exit_group, kSeccompViolationExit);
+    }
 }
 
 std::string_view syscall_name(long nr) {

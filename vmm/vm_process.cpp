@@ -2,10 +2,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +21,8 @@
 #include <set>
 #include <vector>
 
+#include "snapshot/manifest.hpp"
+#include "snapshot/snapshot_error.hpp"
 #include "vmm/control_protocol.hpp"
 #include "vmm/sys_error.hpp"
 
@@ -111,6 +115,13 @@ private:
     std::uint32_t next_ = std::random_device{}();
 };
 
+// Guest memory + VMM overhead, without wrapping around.
+std::uint64_t memory_limit(std::uint64_t memory_bytes, std::uint64_t overhead) {
+    return memory_bytes > std::numeric_limits<std::uint64_t>::max() - overhead
+               ? std::numeric_limits<std::uint64_t>::max()
+               : memory_bytes + overhead;
+}
+
 // Gives `dir` and what a VM process wrote into it back to us.
 void take_back_ownership(int dir_fd) {
     const uid_t uid = ::geteuid();
@@ -151,10 +162,8 @@ std::unique_ptr<VmProcess> VmProcess::spawn(const VmConfig& config, const SpawnO
     if (auto problems = validate(config); !problems.empty()) {
         throw VmProcessError("invalid VM config: " + problems.front().to_string());
     }
-    auto vm = spawn_process(options);
-    auto reply =
-        vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
-    vm->set_memory_bytes(reply.value("memory_bytes", std::uint64_t{0}));
+    auto vm = spawn_process(options, config.memory_mb << 20);
+    vm->request({{"op", "boot"}, {"config", control::config_to_json(config)}}, options.boot_timeout);
     return vm;
 }
 
@@ -170,11 +179,19 @@ nlohmann::json clone_request(std::string_view op, const CloneOptions& clone) {
 
 std::unique_ptr<VmProcess> VmProcess::restore(const std::string& dir, const CloneOptions& clone,
                                               const SpawnOptions& options) {
-    auto vm = spawn_process(options);
+    // The memory limit comes from the manifest as we read it, not from the
+    // VM. An unreadable manifest is the VM process's to report (it reads
+    // the same one and refuses the restore with the snapshot error).
+    std::uint64_t memory_bytes = 0;
+    try {
+        memory_bytes =
+            snapshot::read_manifest(dir + "/" + std::string(snapshot::kManifestFileName)).memory_size;
+    } catch (const snapshot::SnapshotError&) {  // NOLINT(bugprone-empty-catch): see above
+    }
+    auto vm = spawn_process(options, memory_bytes);
     nlohmann::json msg = clone_request("restore", clone);
     msg["dir"] = dir;
-    auto reply = vm->request(msg, options.boot_timeout);
-    vm->set_memory_bytes(reply.value("memory_bytes", std::uint64_t{0}));
+    vm->request(msg, options.boot_timeout);
     return vm;
 }
 
@@ -189,7 +206,16 @@ void VmProcess::snapshot(const std::string& dir, Clock::duration timeout) {
     if (uid_ && ::fchown(dir_fd.get(), *uid_, static_cast<gid_t>(*uid_)) != 0) {
         throw SysError("chown " + dir + " to the VM's uid", errno);
     }
-    const std::array<int, 1> fds{dir_fd.get()};
+    // A jailed process gets the directory as the root of a detached mount
+    // of its own: ".." from there stays there, so the fd is no way out of
+    // the jail to the rest of our file system.
+    UniqueFd view;
+    if (uid_) {
+        view.reset(static_cast<int>(
+            ::syscall(SYS_open_tree, AT_FDCWD, dir.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+        if (!view) throw SysError("open_tree " + dir, errno);
+    }
+    const std::array<int, 1> fds{uid_ ? view.get() : dir_fd.get()};
     try {
         request({{"op", "snapshot"}, {"dir", dir}}, timeout, fds);
     } catch (...) {
@@ -210,11 +236,21 @@ std::unique_ptr<VmProcess> VmProcess::fork(const CloneOptions& clone, Clock::dur
     auto reply = request(clone_request("fork", clone), timeout, fds);
     control_child.reset();
     agent_child.reset();
+    // The pid comes from a process that runs guest code: act on it only if
+    // the kernel says it is a live child of ours (the clone is made with
+    // CLONE_PARENT), never on -1, 0 or someone else's process.
     if (!reply.contains("pid") || !reply["pid"].is_number_integer()) {
         throw VmProcessError("fork: the VM process answered without a pid");
     }
+    const auto child_pid = reply["pid"].get<std::int64_t>();
+    siginfo_t info{};
+    if (child_pid <= 0 || child_pid > std::numeric_limits<pid_t>::max() ||
+        ::waitid(P_PID, static_cast<id_t>(child_pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+        throw VmProcessError(
+            fmt::format("fork: the VM process answered pid {}, which is not a child of ours", child_pid));
+    }
     std::unique_ptr<VmProcess> child(
-        new VmProcess(reply["pid"].get<pid_t>(), std::move(control_host), std::move(agent_host), uid_));
+        new VmProcess(static_cast<pid_t>(child_pid), std::move(control_host), std::move(agent_host), uid_));
     // Out of our cgroup into its own before it builds its VM.
     const auto [limits, memory_bytes] = [this] {
         std::lock_guard lock(mu_);
@@ -241,7 +277,7 @@ void VmProcess::wait_forked(Clock::duration timeout) {
     }
 }
 
-std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options) {
+std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options, std::uint64_t memory_bytes) {
     if (options.forkvm_binary.empty() || ::access(options.forkvm_binary.c_str(), X_OK) != 0) {
         throw VmProcessError("forkvm binary '" + options.forkvm_binary + "' is not executable");
     }
@@ -287,13 +323,19 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options)
     argv.push_back(nullptr);
 
     pid_t pid = 0;
-    int rc = ::posix_spawn(&pid, options.forkvm_binary.c_str(), &sa.actions, &sa.attr, argv.data(), environ);
+    // Nothing else of ours reaches a process that runs guest code: no other
+    // fd (client connections, listening sockets, files: Boost.Asio's are
+    // not close-on-exec) and no environment (API keys may be in it).
+    posix_spawn_file_actions_addclosefrom_np(&sa.actions, kChildConsoleFd + 1);
+    char* no_environment[] = {nullptr};
+    int rc = ::posix_spawn(&pid, options.forkvm_binary.c_str(), &sa.actions, &sa.attr, argv.data(),
+                           no_environment);
     if (rc != 0) throw SysError("posix_spawn " + options.forkvm_binary, rc);
     control_child.reset();
     agent_child.reset();
     std::unique_ptr<VmProcess> vm(
         new VmProcess(pid, std::move(control_host), std::move(agent_host), std::move(uid)));
-    vm->enter_cgroup(options.limits, 0);  // on failure, ~VmProcess kills and reaps it
+    vm->enter_cgroup(options.limits, memory_bytes);  // on failure, ~VmProcess kills and reaps it
     return vm;
 }
 
@@ -305,21 +347,13 @@ void VmProcess::enter_cgroup(const ResourceLimits& limits, std::uint64_t memory_
     }
     if (!limits.cgroups) return;
     CgroupLimits l;
-    l.memory_max = limits.memory_max != 0 ? limits.memory_max
-                   : memory_bytes != 0    ? memory_bytes + limits.memory_overhead
-                                          : 0;
+    l.memory_max =
+        limits.memory_max != 0 ? limits.memory_max : memory_limit(memory_bytes, limits.memory_overhead);
     l.pids_max = limits.pids_max;
     l.cpu_quota_percent = limits.cpu_quota_percent;
     auto group = limits.cgroups->place(pid_, l);
     std::lock_guard lock(mu_);
     cgroup_ = std::move(group);
-}
-
-void VmProcess::set_memory_bytes(std::uint64_t memory_bytes) {
-    std::lock_guard lock(mu_);
-    memory_bytes_ = memory_bytes;
-    if (cgroup_ && limits_.memory_max == 0 && memory_bytes != 0)
-        cgroup_->set_memory_max(memory_bytes + limits_.memory_overhead);
 }
 
 std::map<std::string, std::string> VmProcess::cgroup_dirs() const {
@@ -347,7 +381,9 @@ std::string VmProcess::exit_reason_locked() const {
     if (cgroup_ && cgroup_->oom_kills() > 0) {
         return fmt::format(
             "VM process killed by the kernel: it reached its memory limit ({} MiB of host memory)",
-            (limits_.memory_max != 0 ? limits_.memory_max : memory_bytes_ + limits_.memory_overhead) >> 20);
+            (limits_.memory_max != 0 ? limits_.memory_max
+                                     : memory_limit(memory_bytes_, limits_.memory_overhead)) >>
+                20);
     }
     return "VM process exited";
 }

@@ -141,14 +141,14 @@ public:
 private:
     VmProcess(pid_t pid, UniqueFd control, UniqueFd agent, std::shared_ptr<const uid_t> uid);
     // A `forkvm vmm` process waiting for its first request (boot or restore).
-    static std::unique_ptr<VmProcess> spawn_process(const SpawnOptions& options);
+    // `memory_bytes`: the guest's memory size as we know it (its cgroup's
+    // memory limit is set from it before the VM is built).
+    static std::unique_ptr<VmProcess> spawn_process(const SpawnOptions& options, std::uint64_t memory_bytes);
     nlohmann::json request(nlohmann::json msg, Clock::duration timeout, std::span<const int> fds = {});
     // A fork's child announces itself on its own control socket.
     void wait_forked(Clock::duration timeout);
-    // Moves the process into a cgroup of its own (memory limit once known).
+    // Moves the process into a cgroup of its own, limits set.
     void enter_cgroup(const ResourceLimits& limits, std::uint64_t memory_bytes);
-    // After the first request: the guest's memory size sets the memory limit.
-    void set_memory_bytes(std::uint64_t memory_bytes);
     void reader_main();
     [[nodiscard]] std::string exit_reason_locked() const;
     void reap(bool block);

@@ -155,7 +155,7 @@ bool ProcessLoop::start_machine() {
         reply(*msg, {{"ok", false}, {"error", e.what()}});
         return false;
     }
-    reply(*msg, {{"ok", true}, {"pid", ::getpid()}, {"memory_bytes", machine_->memory().size()}});
+    reply(*msg, {{"ok", true}, {"pid", ::getpid()}});
     return true;
 }
 
@@ -169,6 +169,11 @@ void ProcessLoop::lock_down() {
     ::tzset();
     if (args_.jail_uid != 0) {
         enter_jail({.uid = args_.jail_uid, .max_file_bytes = machine_->memory().size() + kSnapshotFileSlack});
+        // Changing uids cleared the death signal: arm it again, and make
+        // sure the controller did not go in between.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (args_.parent_pid != 0 && ::getppid() != args_.parent_pid)
+            throw std::runtime_error("controller gone");
     }
     set_seccomp_report_fd(args_.control_fd);
     install_seccomp(ThreadRole::control, args_.seccomp);

@@ -2,6 +2,11 @@
 // which limits for cgroup v2 and v1, what a missing controller skips, and
 // how the OOM count is read. The kvm jail test checks the real thing.
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +31,24 @@ std::string slurp(const fs::path& p) {
 
 void put(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
 
+// A child that waits to be killed: the "VM process" placed in the fake
+// groups (~VmCgroup kills whatever cgroup.procs lists, so it must be ours).
+struct Sleeper {
+    pid_t pid = ::fork();
+    Sleeper() {
+        if (pid == 0) {
+            ::pause();
+            ::_exit(0);
+        }
+        REQUIRE(pid > 0);
+    }
+    ~Sleeper() {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+    }
+    [[nodiscard]] bool gone() const { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+};
+
 }  // namespace
 
 TEST_CASE("cgroup: v2 puts a VM process in vm-<pid> with its memory, task and CPU limits") {
@@ -39,10 +62,12 @@ TEST_CASE("cgroup: v2 puts a VM process in vm-<pid> with its memory, task and CP
     CHECK(host.enforcing());
     CHECK(host.describe() == "cgroup v2 under " + parent.string());
 
-    auto group = host.place(4242, CgroupLimits{.memory_max = 0, .pids_max = 40, .cpu_quota_percent = 50});
+    Sleeper vm;
+    const std::string pid = std::to_string(vm.pid);
+    auto group = host.place(vm.pid, CgroupLimits{.memory_max = 0, .pids_max = 40, .cpu_quota_percent = 50});
     REQUIRE(group != nullptr);
-    const fs::path dir = parent / "vm-4242";
-    CHECK(slurp(dir / "cgroup.procs") == "4242");
+    const fs::path dir = parent / ("vm-" + pid);
+    CHECK(slurp(dir / "cgroup.procs") == pid);
     CHECK(slurp(dir / "pids.max") == "40");
     CHECK(slurp(dir / "cpu.max") == "50000 100000");
     CHECK_FALSE(fs::exists(dir / "memory.max"));  // set once the guest's size is known
@@ -56,6 +81,10 @@ TEST_CASE("cgroup: v2 puts a VM process in vm-<pid> with its memory, task and CP
     CHECK(group->oom_kills() == 0);
     put(dir / "memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n");
     CHECK(group->oom_kills() == 1);
+
+    // Whatever is still in the group when it goes is killed and reaped.
+    group.reset();
+    CHECK(vm.gone());
 }
 
 TEST_CASE("cgroup: v1 writes each controller's own files in its own hierarchy") {
@@ -67,17 +96,20 @@ TEST_CASE("cgroup: v1 writes each controller's own files in its own hierarchy") 
         layout.parents[c] = (tmp.path / c / "forkvm").string();
     }
     CgroupHost host(layout);
-    auto group = host.place(77, CgroupLimits{.memory_max = 1 << 20, .pids_max = 9, .cpu_quota_percent = 150});
+    Sleeper vm;
+    const std::string name = "forkvm/vm-" + std::to_string(vm.pid);
+    auto group =
+        host.place(vm.pid, CgroupLimits{.memory_max = 1 << 20, .pids_max = 9, .cpu_quota_percent = 150});
     REQUIRE(group != nullptr);
-    CHECK(slurp(tmp.path / "memory/forkvm/vm-77/memory.limit_in_bytes") == std::to_string(1 << 20));
-    CHECK(slurp(tmp.path / "pids/forkvm/vm-77/pids.max") == "9");
-    CHECK(slurp(tmp.path / "cpu/forkvm/vm-77/cpu.cfs_period_us") == "100000");
-    CHECK(slurp(tmp.path / "cpu/forkvm/vm-77/cpu.cfs_quota_us") == "150000");
+    CHECK(slurp(tmp.path / "memory" / name / "memory.limit_in_bytes") == std::to_string(1 << 20));
+    CHECK(slurp(tmp.path / "pids" / name / "pids.max") == "9");
+    CHECK(slurp(tmp.path / "cpu" / name / "cpu.cfs_period_us") == "100000");
+    CHECK(slurp(tmp.path / "cpu" / name / "cpu.cfs_quota_us") == "150000");
     for (const char* c : {"cpu", "memory", "pids"}) {
         CAPTURE(c);
-        CHECK(slurp(tmp.path / c / "forkvm/vm-77/cgroup.procs") == "77");
+        CHECK(slurp(tmp.path / c / name / "cgroup.procs") == std::to_string(vm.pid));
     }
-    put(tmp.path / "memory/forkvm/vm-77/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
+    put(tmp.path / "memory" / name / "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
     CHECK(group->oom_kills() == 3);
     CHECK(host.describe().find("cgroup v1 (cpu under ") == 0);
 }
@@ -89,15 +121,17 @@ TEST_CASE("cgroup: a missing controller's limit is skipped and named; no cgroups
     layout.parents[""] = tmp.path.string();
     layout.missing = {"cpu"};
     CgroupHost host(layout);
-    auto group = host.place(5, CgroupLimits{.memory_max = 4096, .pids_max = 0, .cpu_quota_percent = 50});
-    CHECK_FALSE(fs::exists(tmp.path / "vm-5/cpu.max"));
-    CHECK_FALSE(fs::exists(tmp.path / "vm-5/pids.max"));  // 0 = no limit
-    CHECK(slurp(tmp.path / "vm-5/memory.max") == "4096");
+    Sleeper vm;
+    const fs::path dir = tmp.path / ("vm-" + std::to_string(vm.pid));
+    auto group = host.place(vm.pid, CgroupLimits{.memory_max = 4096, .pids_max = 0, .cpu_quota_percent = 50});
+    CHECK_FALSE(fs::exists(dir / "cpu.max"));
+    CHECK_FALSE(fs::exists(dir / "pids.max"));  // 0 = no limit
+    CHECK(slurp(dir / "memory.max") == "4096");
     CHECK(host.describe().find("missing controllers: cpu") != std::string::npos);
 
     CgroupHost none(CgroupHost::Layout{}, "no cgroup mounted");
     CHECK_FALSE(none.enforcing());
-    CHECK(none.place(5, {}) == nullptr);
+    CHECK(none.place(vm.pid, {}) == nullptr);
     CHECK(none.describe().find("no per-VM cgroups (no cgroup mounted)") == 0);
 }
 
@@ -107,9 +141,10 @@ TEST_CASE("cgroup: a group that cannot be made is an error naming the file") {
     layout.parents[""] = "/nonexistent/forkvm-test-parent";
     CgroupHost host(layout);
     try {
-        (void)host.place(1, {});
+        (void)host.place(123456789, {});  // fails before anything is written or killed
         FAIL("place() succeeded under a missing parent");
     } catch (const std::exception& e) {
-        CHECK(std::string(e.what()).find("/nonexistent/forkvm-test-parent/vm-1") != std::string::npos);
+        CHECK(std::string(e.what()).find("/nonexistent/forkvm-test-parent/vm-123456789") !=
+              std::string::npos);
     }
 }

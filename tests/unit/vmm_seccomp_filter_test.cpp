@@ -84,7 +84,7 @@ TEST_CASE("seccomp: the control filter allows what the VMM does and reports a fo
     CHECK(reason_of(r).find("forbidden system call: socket") != std::string::npos);
 }
 
-TEST_CASE("seccomp: an unlisted ioctl, execve, kill and ptrace are each fatal") {
+TEST_CASE("seccomp: an unlisted ioctl, execve, kill, fcntl F_SETOWN and ptrace are each fatal") {
     struct Case {
         const char* name;
         int (*body)();
@@ -99,6 +99,12 @@ TEST_CASE("seccomp: an unlisted ioctl, execve, kill and ptrace are each fatal") 
              return 5;
          }},
         {"kill", [] { return ::kill(::getppid(), 0) == 0 ? 0 : 5; }},
+        // F_SETOWN would aim SIGIO at another process; flags are fine.
+        {"fcntl",
+         [] {
+             if (::fcntl(0, F_GETFL) < 0) return 6;
+             return ::fcntl(0, F_SETOWN, ::getppid()) == 0 ? 0 : 5;
+         }},
         {"ptrace",
          [] { return static_cast<int>(::syscall(SYS_ptrace, 16 /*PTRACE_ATTACH*/, ::getppid(), 0, 0)); }},
     };
