@@ -253,6 +253,7 @@ std::unique_ptr<VmCgroup> CgroupHost::place(pid_t pid, const CgroupLimits& limit
     // Each directory joins the group as soon as it exists, so a failure
     // half-way removes what was made (~VmCgroup).
     auto group = std::make_unique<VmCgroup>(layout_.version, std::map<std::string, std::string>{});
+    group->set_owner(pid);
     for (const auto& [controller, parent] : layout_.parents) {
         const std::string dir = parent + "/" + name;
         // A leftover of a pid used before (its processes gone) is removed;
@@ -289,6 +290,7 @@ VmCgroup::VmCgroup(CgroupHost::Version version, std::map<std::string, std::strin
     : version_(version), dirs_(std::move(dirs)) {}
 
 void VmCgroup::add_dir(const std::string& controller, const std::string& dir) { dirs_[controller] = dir; }
+void VmCgroup::set_owner(pid_t pid) { owner_ = pid; }
 
 VmCgroup::~VmCgroup() {
     // The VM process is reaped by now; anything still in its group is what
@@ -299,7 +301,7 @@ VmCgroup::~VmCgroup() {
         std::vector<pid_t> left;
         std::istringstream in(procs);
         for (long pid = 0; in >> pid;)
-            if (pid > 0) left.push_back(static_cast<pid_t>(pid));
+            if (pid > 0 && pid != owner_) left.push_back(static_cast<pid_t>(pid));
         for (pid_t pid : left) ::kill(pid, SIGKILL);
         for (pid_t pid : left) {
             int status = 0;

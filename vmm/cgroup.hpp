@@ -74,6 +74,9 @@ public:
 
     // A directory made for `controller` ("" for v2).
     void add_dir(const std::string& controller, const std::string& dir);
+    // The VM process the group was made for: its VmProcess kills and reaps
+    // it; teardown only kills what else is left in the group.
+    void set_owner(pid_t pid);
     // Sets the memory limit. Throws SysError.
     void set_memory_max(std::uint64_t bytes) const;
     // How often the kernel OOM-killed in this cgroup (0 when unknown).
@@ -85,6 +88,7 @@ public:
 private:
     CgroupHost::Version version_;
     std::map<std::string, std::string> dirs_;  // controller ("" for v2) -> directory
+    pid_t owner_ = 0;
 };
 
 }  // namespace forkvm::vmm

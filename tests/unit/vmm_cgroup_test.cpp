@@ -82,9 +82,13 @@ TEST_CASE("cgroup: v2 puts a VM process in vm-<pid> with its memory, task and CP
     put(dir / "memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n");
     CHECK(group->oom_kills() == 1);
 
-    // Whatever is still in the group when it goes is killed and reaped.
+    // Whatever else is still in the group when it goes is killed and reaped
+    // (the VM process itself is its VmProcess's to kill and reap).
+    Sleeper stray;
+    put(dir / "cgroup.procs", pid + "\n" + std::to_string(stray.pid) + "\n");
     group.reset();
-    CHECK(vm.gone());
+    CHECK(stray.gone());
+    CHECK_FALSE(vm.gone());
 }
 
 TEST_CASE("cgroup: v1 writes each controller's own files in its own hierarchy") {
@@ -114,7 +118,7 @@ TEST_CASE("cgroup: v1 writes each controller's own files in its own hierarchy") 
     CHECK(host.describe().find("cgroup v1 (cpu under ") == 0);
 }
 
-TEST_CASE("cgroup: a missing controller's limit is skipped and named; no cgroups at all places nothing") {
+TEST_CASE("cgroup: a missing controller's limit is skipped and named, and no cgroups at all places nothing") {
     forkvm::test::TempDir tmp("forkvm_cgroup");
     CgroupHost::Layout layout;
     layout.version = CgroupHost::Version::v2;
