@@ -311,7 +311,7 @@ int bench_api(std::span<char*> args) {
     // Logs go to stderr like serve's, so stdout holds only the report.
     setup_logging(loaded.config.log.level, loaded.config.log.format);
     try {
-        ServiceStack stack(loaded.config);
+        ServiceStack stack(loaded.config, detect_cgroups());
         const auto min_warm = stack.warm_pool().settings().min_warm;
         if (!stack.warm_pool().wait_warm(min_warm, std::chrono::minutes(30))) {
             std::fprintf(stderr, "forkvm bench api: the pool did not warm up\n");

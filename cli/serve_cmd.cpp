@@ -1,10 +1,12 @@
 // forkvm serve: the REST API over a warm pool of forked VMs (docs/api.md).
 //
-// Startup: configuration (file, FORKVM_* environment, flags) -> the golden
-// snapshot (cached, or a golden VM booted once) -> a zygote restored from it
-// -> the warm pool forking from the zygote -> the HTTP server. SIGTERM or
-// SIGINT stop it gracefully: no new connections, in-flight requests end
-// within server.shutdown_deadline, then every VM is destroyed.
+// Startup: configuration (file, FORKVM_* environment, flags) -> per-VM
+// cgroups -> with server.user, the drop to that user (cli/server_user.hpp)
+// -> a trial jail -> the golden snapshot (cached, or a golden VM booted
+// once) -> a zygote restored from it -> the warm pool forking from the
+// zygote -> the HTTP server. SIGTERM or SIGINT stop it gracefully: no new
+// connections, in-flight requests end within server.shutdown_deadline,
+// then every VM is destroyed.
 //
 // VM processes are started with posix_spawn (the golden VM and the zygote)
 // or forked from the single-threaded zygote VM process (every clone) —
@@ -31,6 +33,7 @@
 #include "cli/commands.hpp"
 #include "cli/guest_defaults.hpp"
 #include "cli/log_setup.hpp"
+#include "cli/server_user.hpp"
 #include "cli/service_stack.hpp"
 #include "cli/vm_options.hpp"
 #include "config/config.hpp"
@@ -172,8 +175,9 @@ bool check_jail(const config::Config& c) {
             "(docs/security.md)");
     } else if (auto reason = vmm::jail_unavailable_reason()) {
         spdlog::error(
-            "cannot jail VM processes: {}. Run forkvm serve as root, or set jail.enabled=false "
-            "(FORKVM_JAIL_ENABLED=false) to run them unjailed",
+            "cannot jail VM processes: {}. Run forkvm serve as root (server.user drops to an "
+            "unprivileged user after start-up), or set jail.enabled=false (FORKVM_JAIL_ENABLED=false) "
+            "to run them unjailed",
             *reason);
         return false;
     } else {
@@ -197,6 +201,21 @@ int serve_main(const config::LoadResult& loaded) {
         return 2;
     }
 
+    // Taken as whoever started us, before any thread exists: the cgroups
+    // (set up once), and, for server.user, /dev/kvm and the drop itself.
+    std::shared_ptr<const vmm::CgroupHost> cgroups = detect_cgroups();
+    UniqueFd kvm_device;
+    if (!c.server.user.empty()) {
+        try {
+            const ServerUser user = resolve_server_user(c.server.user);
+            kvm_device = become_server_user(user, c, *cgroups);
+            spdlog::info("running as {} (uid {}, gid {}), keeping {}", user.name, user.uid, user.gid,
+                         vmm::capability_names(vmm::current_capabilities().effective));
+        } catch (const std::exception& e) {
+            spdlog::error("{}", e.what());
+            return 2;
+        }
+    }
     if (!check_jail(c)) return 2;
 
     StopSignals stop_signals;
@@ -206,7 +225,7 @@ int serve_main(const config::LoadResult& loaded) {
     if (!server_options.tls_cert.empty())
         server::make_tls_context(server_options.tls_cert, server_options.tls_key);
 
-    ServiceStack stack(c);
+    ServiceStack stack(c, cgroups, kvm_device.get());
     pool::WarmPool& warm_pool = stack.warm_pool();
     pool::SandboxManager& manager = stack.manager();
     std::jthread warming([&warm_pool](const std::stop_token& stop) { log_warming(warm_pool, stop); });

@@ -87,22 +87,28 @@ pool::SourceFactory template_sources(const vmm::SpawnOptions& spawn) {
     };
 }
 
-// Per-VM cgroups are found (and set up) once, here; a host without them
-// runs VMs without those limits, said loudly.
-vmm::SpawnOptions spawn_options_from(const config::Config& c) {
+vmm::SpawnOptions spawn_options_from(const config::Config& c, std::shared_ptr<const vmm::CgroupHost> cgroups,
+                                     int kvm_device_fd) {
+    auto spawn = spawn_options(false, jail_options_from(c), resource_limits_from(c, std::move(cgroups)));
+    spawn.kvm_device_fd = kvm_device_fd;
+    return spawn;
+}
+
+}  // namespace
+
+std::shared_ptr<vmm::CgroupHost> detect_cgroups() {
     auto cgroups = vmm::CgroupHost::detect();
     if (cgroups->enforcing()) {
         spdlog::info("per-VM limits: {}", cgroups->describe());
     } else {
         spdlog::warn("{}", cgroups->describe());
     }
-    return spawn_options(false, jail_options_from(c), resource_limits_from(c, cgroups));
+    return cgroups;
 }
 
-}  // namespace
-
-ServiceStack::ServiceStack(const config::Config& c)
-    : spawn_(spawn_options_from(c)),
+ServiceStack::ServiceStack(const config::Config& c, std::shared_ptr<const vmm::CgroupHost> cgroups,
+                           int kvm_device_fd)
+    : spawn_(spawn_options_from(c, std::move(cgroups), kvm_device_fd)),
       golden_(open_golden(c, spawn_)),
       pool_(*golden_.source, pool_settings_from(c)),
       snapshots_(snapshot_store_settings_from(c)),

@@ -19,11 +19,17 @@
 
 namespace forkvm::cli {
 
+// Finds (and sets up) the host's per-VM cgroups once; a host without them
+// runs VMs without those limits, said loudly in the log.
+[[nodiscard]] std::shared_ptr<vmm::CgroupHost> detect_cgroups();
+
 class ServiceStack {
 public:
     // Logs its progress through spdlog; may take minutes (a golden boot).
-    // Throws on failure.
-    explicit ServiceStack(const config::Config& c);
+    // VM processes go into `cgroups`' groups and, when kvm_device_fd >= 0,
+    // use that open /dev/kvm (it must outlive the stack). Throws on failure.
+    ServiceStack(const config::Config& c, std::shared_ptr<const vmm::CgroupHost> cgroups,
+                 int kvm_device_fd = -1);
     ~ServiceStack();
     ServiceStack(const ServiceStack&) = delete;
     ServiceStack& operator=(const ServiceStack&) = delete;

@@ -36,8 +36,8 @@ int vmm_process(std::span<char*> args) {
         long value = 0;
         if (i + 1 >= args.size() || !parse_int(args[i + 1], value)) {
             std::fprintf(stderr,
-                         "usage: forkvm vmm --control-fd N --agent-fd N [--console-fd N] [--parent-pid PID]\n"
-                         "                  [--jail-uid UID] [--seccomp off|log|enforce]\n"
+                         "usage: forkvm vmm --control-fd N --agent-fd N [--console-fd N] [--kvm-fd N]\n"
+                         "                  [--parent-pid PID] [--jail-uid UID] [--seccomp off|log|enforce]\n"
                          "(internal: started by forkvm itself for each VM)\n");
             return 2;
         }
@@ -48,6 +48,8 @@ int vmm_process(std::span<char*> args) {
             a.agent_fd = static_cast<int>(value);
         } else if (flag == "--console-fd") {
             a.console_fd = static_cast<int>(value);
+        } else if (flag == "--kvm-fd") {
+            a.kvm_fd = static_cast<int>(value);
         } else if (flag == "--parent-pid") {
             a.parent_pid = static_cast<pid_t>(value);
         } else if (flag == "--jail-uid") {

@@ -29,6 +29,7 @@ struct ServerConfig {
     std::chrono::milliseconds shutdown_deadline{0};
     std::string tls_cert;  // empty = plain HTTP
     std::string tls_key;
+    std::string user;  // empty = keep the uid the server was started with
     bool operator==(const ServerConfig&) const = default;
 };
 

@@ -147,6 +147,13 @@ const std::vector<KeySpec>& table() {
          .help = "PEM private key for server.tls_cert",
          .field = FORKVM_FIELD(server.tls_key),
          .must_exist = true},
+        {.name = "server.user",
+         .env = "FORKVM_SERVER_USER",
+         .flag = "--user",
+         .type = KeyType::string,
+         .help = "User (name or uid) the server drops to after start-up as root, keeping only the "
+                 "capabilities that jail VM processes; empty = stay as started (docs/security.md)",
+         .field = FORKVM_FIELD(server.user)},
         // --- auth -----------------------------------------------------------
         {.name = "auth.api_keys",
          .env = "FORKVM_AUTH_API_KEYS",

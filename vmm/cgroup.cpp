@@ -247,6 +247,28 @@ std::string CgroupHost::describe() const {
     return text;
 }
 
+void CgroupHost::delegate(uid_t uid, gid_t gid) const {
+    if (layout_.version == Version::none) return;
+    if (layout_.version == Version::v1) {
+        throw SysError(
+            "cgroup v1 cannot be handed to an unprivileged server (only root may move another uid's "
+            "process between v1 groups, and fork clones run as their zygote's jail uid): use a host with "
+            "cgroup v2, or run the server as root",
+            EOPNOTSUPP);
+    }
+    const std::string parent = layout_.parents.at("");
+    const std::string leaf = parent + "/forkvm-server";
+    make_dir(leaf);
+    write_text(leaf + "/cgroup.procs", std::to_string(::getpid()));
+    auto give = [&](const std::string& path) {
+        if (::chown(path.c_str(), uid, gid) != 0) throw SysError("chown " + path, errno);
+    };
+    for (const char* file : {"", "/cgroup.procs", "/cgroup.threads", "/cgroup.subtree_control"}) {
+        give(parent + file);
+    }
+    for (const char* file : {"", "/cgroup.procs", "/cgroup.threads"}) give(leaf + file);
+}
+
 std::unique_ptr<VmCgroup> CgroupHost::place(pid_t pid, const CgroupLimits& limits) const {
     if (!enforcing()) return nullptr;
     const std::string name = "vm-" + std::to_string(pid);

@@ -54,6 +54,16 @@ public:
     // One line for the startup log: what is enforced, or why nothing is.
     [[nodiscard]] std::string describe() const;
 
+    // Hands the VM groups' parent to `uid`:`gid` (cgroup v2 delegation: the
+    // directory with its cgroup.procs, cgroup.threads and
+    // cgroup.subtree_control), and moves this process into a leaf of it,
+    // forkvm-server, so that every move between its groups stays inside the
+    // delegated subtree. Call as root, before dropping to `uid`. cgroup v1
+    // cannot be handed over: it lets only root move another uid's process,
+    // and a fork clone runs as its zygote's jail uid (throws SysError,
+    // EOPNOTSUPP). Without cgroups there is nothing to do.
+    void delegate(uid_t uid, gid_t gid) const;
+
     // Makes vm-<pid> under each parent, writes the limits, moves `pid` in.
     // Throws SysError naming the file.
     [[nodiscard]] std::unique_ptr<VmCgroup> place(pid_t pid, const CgroupLimits& limits) const;

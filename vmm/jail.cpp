@@ -2,20 +2,20 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/capability.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "vmm/capabilities.hpp"
+#include "vmm/run_in_child.hpp"
 #include "vmm/sys_error.hpp"
 
 namespace forkvm::vmm {
@@ -54,16 +54,6 @@ void pivot_into_empty_root() {
           "remount the jail root read-only");
 }
 
-void drop_capability_bounding_set() {
-    for (int cap = 0; cap <= 63; ++cap) {
-        if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
-            if (errno == EINVAL) break;  // past the last capability this kernel knows
-            throw SysError("prctl PR_CAPBSET_DROP", errno);
-        }
-    }
-    (void)::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-}
-
 }  // namespace
 
 void enter_jail(const JailSettings& settings) {
@@ -80,52 +70,41 @@ void enter_jail(const JailSettings& settings) {
         set_limit(RLIMIT_FSIZE, static_cast<rlim_t>(settings.max_file_bytes), "setrlimit RLIMIT_FSIZE");
     }
 
-    drop_capability_bounding_set();
+    // Nothing this process or anything it could execute may ever hold again.
+    limit_bounding_set(0);
+    set_ambient_capabilities(0);
     const auto gid = static_cast<gid_t>(settings.uid);
     check(::setgroups(0, nullptr), "setgroups");
     check(::setresgid(gid, gid, gid), "setresgid");
-    check(::setresuid(settings.uid, settings.uid, settings.uid), "setresuid");  // clears every capability
+    check(::setresuid(settings.uid, settings.uid, settings.uid), "setresuid");
     if (::getuid() == 0 || ::geteuid() == 0) throw SysError("jail: still uid 0 after setresuid", EPERM);
+    // Leaving uid 0 cleared every capability; leaving a server.user that
+    // kept some (docs/security.md) did not: clear them here.
+    set_capabilities({});
+    if (current_capabilities() != CapabilitySets{})
+        throw SysError("jail: capabilities left after capset", EPERM);
     check(::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl PR_SET_NO_NEW_PRIVS");
     check(::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl PR_SET_DUMPABLE");
 }
 
 std::optional<std::string> jail_unavailable_reason() {
-    if (::geteuid() != 0) {
-        return "the server does not run as root, so it cannot give VM processes namespaces, an empty root "
-               "and their own uid";
-    }
-    // Root is not enough in a container without CAP_SYS_ADMIN, or under an
-    // LSM that forbids mounts: build a jail for real in a throwaway child.
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return std::string("pipe: ") + std::strerror(errno);
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(p[0]);
-        ::close(p[1]);
-        return std::string("fork: ") + std::strerror(errno);
-    }
-    if (pid == 0) {
-        ::close(p[0]);
-        try {
-            enter_jail({.uid = 65534, .max_file_bytes = 0});
-            ::_exit(0);
-        } catch (const std::exception& e) {
-            (void)!::write(p[1], e.what(), std::strlen(e.what()));
-            ::_exit(1);
+    try {
+        if (::geteuid() != 0 && (current_capabilities().effective & kJailCapabilities) != kJailCapabilities) {
+            return "the server runs neither as root nor with " + capability_names(kJailCapabilities) +
+                   ", so it cannot give VM processes namespaces, an empty root and their own uid";
         }
+        // Root is not enough in a container without CAP_SYS_ADMIN, or under
+        // an LSM that forbids mounts: build a jail for real in a throwaway child.
+        const ChildOutcome trial = run_in_child([](int) {
+            enter_jail({.uid = 65534, .max_file_bytes = 0});
+            return 0;
+        });
+        if (trial.exited(0)) return std::nullopt;
+        return "a trial jail failed: " +
+               (trial.output.empty() ? std::string("the trial process died") : trial.output);
+    } catch (const std::exception& e) {
+        return std::string("the trial jail could not be run: ") + e.what();
     }
-    ::close(p[1]);
-    std::string message;
-    char buf[256];
-    ssize_t n = 0;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0) message.append(buf, static_cast<std::size_t>(n));
-    ::close(p[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return std::nullopt;
-    return "a trial jail failed: " + (message.empty() ? std::string("the trial process died") : message);
 }
 
 }  // namespace forkvm::vmm

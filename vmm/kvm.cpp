@@ -75,17 +75,32 @@ private:
                    EINVAL);
 }
 
-}  // namespace
+// The fd given by use_device(); -1 = open /dev/kvm by path.
+int given_device = -1;
 
-Kvm Kvm::open(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) throw SysError("open " + path, errno);
-    Kvm kvm{UniqueFd(fd)};
+Kvm checked(Kvm kvm) {
     int version = kvm.api_version();
     // Any other version is an ABI this code was not written for.
     if (version != KVM_API_VERSION) throw SysError("KVM_GET_API_VERSION (unsupported version)", EPROTO);
     return kvm;
 }
+
+}  // namespace
+
+Kvm Kvm::open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw SysError("open " + path, errno);
+    return checked(Kvm{UniqueFd(fd)});
+}
+
+Kvm Kvm::open() {
+    if (given_device < 0) return open("/dev/kvm");
+    int fd = ::fcntl(given_device, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw SysError("dup the KVM device fd", errno);
+    return checked(Kvm{UniqueFd(fd)});
+}
+
+void Kvm::use_device(UniqueFd device) { given_device = device.release(); }
 
 int Kvm::api_version() const { return xioctl(fd(), KVM_GET_API_VERSION, "KVM_GET_API_VERSION"); }
 

@@ -28,7 +28,13 @@ struct CpuidEntries {
 class Kvm {
 public:
     // Opens the KVM device and checks the stable API version (12).
-    static Kvm open(const std::string& path = "/dev/kvm");
+    static Kvm open(const std::string& path);
+    // The device this process was given (use_device), else /dev/kvm.
+    static Kvm open();
+    // A VM process whose controller dropped root (server.user) may not open
+    // /dev/kvm itself: the controller opens it and passes the fd, which
+    // every later open() duplicates. Call once, before any open().
+    static void use_device(UniqueFd device);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] int api_version() const;

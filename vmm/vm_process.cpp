@@ -34,12 +34,14 @@ namespace {
 constexpr int kChildControlFd = 3;
 constexpr int kChildAgentFd = 4;
 constexpr int kChildConsoleFd = 5;
+constexpr int kChildKvmFd = 6;
+constexpr int kLastChildFd = kChildKvmFd;
 
 // posix_spawn's dup2 onto the same number would keep FD_CLOEXEC set; keep
 // our fds away from the numbers the child expects.
 UniqueFd above_child_fds(UniqueFd fd) {
-    if (fd.get() > kChildConsoleFd) return fd;
-    int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kChildConsoleFd + 1);
+    if (fd.get() > kLastChildFd) return fd;
+    int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, kLastChildFd + 1);
     if (moved < 0) throw SysError("fcntl F_DUPFD_CLOEXEC", errno);
     return UniqueFd(moved);
 }
@@ -293,6 +295,11 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options,
         console_dup = above_child_fds(UniqueFd(::fcntl(options.console_fd, F_DUPFD_CLOEXEC, 0)));
         posix_spawn_file_actions_adddup2(&sa.actions, console_dup.get(), kChildConsoleFd);
     }
+    UniqueFd kvm_dup;
+    if (options.kvm_device_fd >= 0) {
+        kvm_dup = above_child_fds(UniqueFd(::fcntl(options.kvm_device_fd, F_DUPFD_CLOEXEC, 0)));
+        posix_spawn_file_actions_adddup2(&sa.actions, kvm_dup.get(), kChildKvmFd);
+    }
     // The child starts with default signal handling and an empty mask,
     // whatever the caller (a server with its own signal set-up) had.
     sigset_t all, none;
@@ -310,6 +317,10 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options,
         args.push_back("--console-fd");
         args.push_back(std::to_string(kChildConsoleFd));
     }
+    if (options.kvm_device_fd >= 0) {
+        args.push_back("--kvm-fd");
+        args.push_back(std::to_string(kChildKvmFd));
+    }
     std::shared_ptr<const uid_t> uid;
     if (options.jail.enabled) {
         uid = UidAllocator::instance().acquire(options.jail);
@@ -326,7 +337,7 @@ std::unique_ptr<VmProcess> VmProcess::spawn_process(const SpawnOptions& options,
     // Nothing else of ours reaches a process that runs guest code: no other
     // fd (client connections, listening sockets, files: Boost.Asio's are
     // not close-on-exec) and no environment (API keys may be in it).
-    posix_spawn_file_actions_addclosefrom_np(&sa.actions, kChildConsoleFd + 1);
+    posix_spawn_file_actions_addclosefrom_np(&sa.actions, kLastChildFd + 1);
     char* no_environment[] = {nullptr};
     int rc = ::posix_spawn(&pid, options.forkvm_binary.c_str(), &sa.actions, &sa.attr, argv.data(),
                            no_environment);

@@ -64,6 +64,9 @@ struct ResourceLimits {
 struct SpawnOptions {
     std::string forkvm_binary;  // the `forkvm` executable to run as `forkvm vmm`
     int console_fd = -1;        // if >= 0, the VM process copies the console here
+    // If >= 0, an open /dev/kvm the VM process uses instead of opening the
+    // node (a server running as server.user may not open it; docs/security.md).
+    int kvm_device_fd = -1;
     std::chrono::milliseconds boot_timeout{60000};
     JailOptions jail;
     ResourceLimits limits;

@@ -534,6 +534,11 @@ int run_vm_process(const VmProcessArgs& args) {
     // threads that seldom allocate).
     ::mallopt(M_ARENA_MAX, 2);
     try {
+        if (args.kvm_fd >= 0) {
+            ::fcntl(args.kvm_fd, F_SETFD, FD_CLOEXEC);
+            Kvm::use_device(UniqueFd(args.kvm_fd));
+            (void)Kvm::open();  // anything but a KVM device fails here, clearly
+        }
         ProcessLoop p(args);
         return p.run();
     } catch (const std::exception& e) {

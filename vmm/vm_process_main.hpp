@@ -14,6 +14,7 @@ struct VmProcessArgs {
     int control_fd = -1;   // SOCK_SEQPACKET to the controller
     int agent_fd = -1;     // SOCK_STREAM carrying the agent channel
     int console_fd = -1;   // optional: live copy of the kernel console
+    int kvm_fd = -1;       // optional: an open /dev/kvm to use instead of the node
     pid_t parent_pid = 0;  // the controller; we die with it
     uid_t jail_uid = 0;    // non-zero: enter the jail (vmm/jail.hpp) with this uid
     SeccompMode seccomp = SeccompMode::off;

@@ -24,6 +24,7 @@
 
 using forkvm::test::kOpTimeout;
 using forkvm::test::shared_vm;
+using forkvm::test::status_field;
 using forkvm::test::TestVm;
 using forkvm::vmm::CloneOptions;
 using forkvm::vmm::VmProcess;
@@ -31,20 +32,6 @@ using forkvm::vmm::VmProcessError;
 namespace fs = std::filesystem;
 
 namespace {
-
-// "Uid:", "CapEff:", ... of /proc/<pid>/status.
-std::string status_field(pid_t pid, const std::string& name) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind(name + ":", 0) == 0) {
-            std::string value = line.substr(name.size() + 1);
-            value.erase(0, value.find_first_not_of(" \t"));
-            return value;
-        }
-    }
-    return "";
-}
 
 std::set<std::string> entries_of(const fs::path& dir) {
     std::set<std::string> names;

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ using forkvm::test::HttpClient;
 using forkvm::test::HttpRequest;
 using forkvm::test::HttpResponse;
 using forkvm::test::poll_until;
+using forkvm::test::status_field;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -60,9 +62,9 @@ std::string read_file(const fs::path& p) {
 // A `forkvm serve` process with its log in a file.
 class ServerProcess {
 public:
-    ServerProcess(const fs::path& config, const fs::path& log)
+    ServerProcess(const fs::path& config, const fs::path& log, const fs::path& binary = FORKVM_TEST_BINARY)
         : log_(log), log_start_(read_file(log).size()) {
-        std::vector<std::string> args = {FORKVM_TEST_BINARY, "serve", "--config", config.string()};
+        std::vector<std::string> args = {binary.string(), "serve", "--config", config.string()};
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -738,6 +740,117 @@ TEST_CASE("server: a snapshot exported from one server and imported into another
     second.signal(SIGTERM);
     REQUIRE(poll_until([&] { return second.exited(); }, 120s));
     CHECK(WEXITSTATUS(second.status()) == 0);
+    CHECK(forkvm::test::all_reaped(vms, 30s));
+}
+
+// Lines of /proc/<pid>/cgroup joined: "0::/forkvm/vm-123" under cgroup v2.
+std::string cgroup_of(pid_t pid) { return read_file("/proc/" + std::to_string(pid) + "/cgroup"); }
+
+TEST_CASE("server jail: as server.user it keeps only what jails VM processes, and every operation works") {
+    auto& f = fixture();
+    constexpr uid_t kNobody = 65534;
+    const std::string nobody = std::to_string(kNobody);
+    // A third server, as "nobody", sharing the golden cache by hard links
+    // (their owner becomes nobody; the root server reads them all the same).
+    // The binary and the initramfs are copied where nobody can reach them:
+    // a checkout may live under a folder only root can enter.
+    const fs::path dir3 = f.dir / "as-user";
+    fs::create_directories(dir3 / "bin");
+    fs::create_directories(dir3 / "data");
+    fs::copy(f.dir / "data" / "golden", dir3 / "data" / "golden",
+             fs::copy_options::recursive | fs::copy_options::create_hard_links);
+    const fs::path binary = dir3 / "bin" / "forkvm";
+    fs::copy_file(FORKVM_TEST_BINARY, binary);
+    fs::copy_file(FORKVM_TEST_INITRD, dir3 / "bin" / "rootfs.cpio.gz");
+    fs::permissions(dir3 / "bin" / "rootfs.cpio.gz",
+                    fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    json config = json::parse(read_file(f.dir / "config.json"));
+    config["data_dir"] = (dir3 / "data").string();
+    config["server"]["user"] = "nobody";
+    config["vm"]["initrd"] = (dir3 / "bin" / "rootfs.cpio.gz").string();
+    config["pool"]["min_warm"] = 1;
+    config["auth"]["api_keys"] = {kKeyB};
+    std::ofstream(dir3 / "config.json") << config.dump(2);
+    ServerProcess server(dir3 / "config.json",
+                         fs::path(FORKVM_TEST_BINARY).parent_path() / "server_test_user.log", binary);
+    const std::uint16_t port3 = server.wait_listening(600s);
+    HttpClient http3("127.0.0.1", port3);
+    http3.record_to(f.record.string());
+    REQUIRE(poll_until([&] { return http3.get("/readyz", "").status == 200; }, 600s));
+    INFO("server log:\n" << server.log());
+    CHECK(server.log().find("running as nobody (uid 65534, gid 65534), keeping CAP_CHOWN, CAP_KILL, "
+                            "CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_SYS_ADMIN") != std::string::npos);
+    CHECK(server.log().find("cached golden snapshot reused") != std::string::npos);
+
+    // The server: nobody, with CAP_CHOWN, CAP_KILL and the four the jail
+    // needs (ambient only those four, for its VM processes); nothing else,
+    // bounding set included.
+    const pid_t spid = server.pid();
+    CHECK(status_field(spid, "Uid") == nobody + "\t" + nobody + "\t" + nobody + "\t" + nobody);
+    CHECK(status_field(spid, "Gid") == nobody + "\t" + nobody + "\t" + nobody + "\t" + nobody);
+    CHECK(status_field(spid, "CapEff") == "00000000002001e1");
+    CHECK(status_field(spid, "CapPrm") == "00000000002001e1");
+    CHECK(status_field(spid, "CapBnd") == "00000000002001e1");
+    CHECK(status_field(spid, "CapAmb") == "00000000002001c0");
+    const bool v2 = cgroup_of(spid).starts_with("0::");
+    if (v2) CHECK(cgroup_of(spid).find("/forkvm/forkvm-server\n") != std::string::npos);
+
+    // Sandboxes work: create, exec, fork, snapshot, a template restored from
+    // the snapshot (the VM process reads it as nobody before its jail).
+    auto r = http3.post("/v1/sandboxes", kKeyB, json::object());
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string id = r.json()["id"];
+    r = http3.post("/v1/sandboxes/" + id + "/exec", kKeyB, {{"shell", "echo as-user > /tmp/m; cat /tmp/m"}});
+    REQUIRE(r.status == 200);
+    CHECK(r.json()["stdout"] == "as-user\n");
+    r = http3.post("/v1/sandboxes/" + id + "/fork", kKeyB, json::object());
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string clone = r.json()["sandboxes"][0]["id"];
+    r = http3.post("/v1/sandboxes/" + clone + "/exec", kKeyB, {{"cmd", {"cat", "/tmp/m"}}});
+    CHECK(r.json()["stdout"] == "as-user\n");
+    r = http3.post("/v1/sandboxes/" + id + "/snapshot", kKeyB, json::object());
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string snap = r.json()["id"];
+    r = http3.post("/v1/templates", kKeyB, {{"name", "as-user"}, {"snapshot_id", snap}, {"min_warm", 1}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    r = http3.post("/v1/sandboxes", kKeyB, {{"template", "as-user"}});
+    INFO(r.body);
+    REQUIRE(r.status == 201);
+    const std::string from_template = r.json()["id"];
+    r = http3.post("/v1/sandboxes/" + from_template + "/exec", kKeyB, {{"cmd", {"cat", "/tmp/m"}}});
+    CHECK(r.json()["stdout"] == "as-user\n");
+
+    // Its VM processes: jailed with uids of their own and no capabilities,
+    // each in its own cgroup inside the delegated subtree.
+    const std::vector<pid_t> vms = children_of(spid);
+    CHECK(vms.size() >= 5);  // 2 zygotes, 3 sandboxes, warm spares
+    for (pid_t vm : vms) {
+        INFO("VM process " << vm);
+        const std::string uid = status_field(vm, "Uid");
+        CHECK(uid.substr(0, uid.find('\t')) != nobody);
+        CHECK(std::stoul(uid.substr(0, uid.find('\t'))) >= 1000000000UL);
+        CHECK(status_field(vm, "CapEff") == "0000000000000000");
+        CHECK(status_field(vm, "CapPrm") == "0000000000000000");
+        CHECK(status_field(vm, "CapAmb") == "0000000000000000");
+        CHECK(status_field(vm, "CapBnd") == "0000000000000000");
+        if (v2) CHECK(cgroup_of(vm).find("/forkvm/vm-" + std::to_string(vm) + "\n") != std::string::npos);
+    }
+    // What it keeps on disk is nobody's.
+    for (const auto& e : fs::recursive_directory_iterator(dir3 / "data")) {
+        struct stat st {};
+        REQUIRE(::lstat(e.path().c_str(), &st) == 0);
+        INFO(e.path());
+        CHECK(st.st_uid == kNobody);
+    }
+
+    server.signal(SIGTERM);
+    REQUIRE(poll_until([&] { return server.exited(); }, 120s));
+    CHECK(WIFEXITED(server.status()));
+    CHECK(WEXITSTATUS(server.status()) == 0);
     CHECK(forkvm::test::all_reaped(vms, 30s));
 }
 

@@ -103,6 +103,19 @@ std::vector<pid_t> children_of(pid_t parent) {
     return out;
 }
 
+std::string status_field(pid_t pid, const std::string& name) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind(name + ":", 0) == 0) {
+            std::string value = line.substr(name.size() + 1);
+            value.erase(0, value.find_first_not_of(" \t"));
+            return value;
+        }
+    }
+    return "";
+}
+
 std::vector<pid_t> kill_controller_with_vms(std::vector<std::string> args, std::size_t vm_count) {
     args.insert(args.begin(), FORKVM_TEST_BINARY);
     std::vector<char*> argv;

@@ -49,6 +49,9 @@ vmm::SpawnOptions test_spawn_options();
 // The pids whose parent is `parent` (from /proc).
 std::vector<pid_t> children_of(pid_t parent);
 
+// The value of a line of /proc/<pid>/status ("Uid", "CapEff", ...), "" if absent.
+std::string status_field(pid_t pid, const std::string& name);
+
 // Polls `pred` every 50 ms until it holds or `limit` passes; returns it.
 template <typename Pred>
 bool poll_until(Pred pred, std::chrono::seconds limit) {

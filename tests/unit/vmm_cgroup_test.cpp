@@ -3,6 +3,7 @@
 // how the OOM count is read. The kvm jail test checks the real thing.
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,4 +152,51 @@ TEST_CASE("cgroup: a group that cannot be made is an error naming the file") {
         CHECK(std::string(e.what()).find("/nonexistent/forkvm-test-parent/vm-123456789") !=
               std::string::npos);
     }
+}
+
+TEST_CASE("cgroup: v2 delegation hands the parent to the server user and moves the server into a leaf") {
+    if (::geteuid() != 0) {
+        MESSAGE("not root: chown cannot be checked here");
+        return;
+    }
+    forkvm::test::TempDir tmp("forkvm_cgroup");
+    const fs::path parent = tmp.path / "forkvm";
+    fs::create_directories(parent);
+    for (const char* f : {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "memory.max"})
+        put(parent / f, "");
+    CgroupHost::Layout layout;
+    layout.version = CgroupHost::Version::v2;
+    layout.parents[""] = parent.string();
+    // The leaf's interface files exist in a real cgroup the moment it is made.
+    fs::create_directories(parent / "forkvm-server");
+    put(parent / "forkvm-server" / "cgroup.threads", "");
+    CgroupHost(layout).delegate(4000321, 4000322);
+
+    auto owner = [](const fs::path& p) {
+        struct stat st {};
+        REQUIRE(::stat(p.c_str(), &st) == 0);
+        return std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid);
+    };
+    for (const char* f : {"", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"})
+        CHECK(owner(parent / f) == "4000321:4000322");
+    for (const char* f : {"", "cgroup.procs", "cgroup.threads"})
+        CHECK(owner(parent / "forkvm-server" / f) == "4000321:4000322");
+    CHECK(owner(parent / "memory.max") == "0:0");  // limits stay the owner's to set
+    CHECK(slurp(parent / "forkvm-server" / "cgroup.procs") == std::to_string(::getpid()));
+}
+
+TEST_CASE("cgroup: v1 cannot be delegated, and without cgroups there is nothing to hand over") {
+    forkvm::test::TempDir tmp("forkvm_cgroup");
+    CgroupHost::Layout v1;
+    v1.version = CgroupHost::Version::v1;
+    v1.parents["memory"] = tmp.path.string();
+    try {
+        CgroupHost(v1).delegate(4000321, 4000321);
+        FAIL("delegating cgroup v1 did not throw");
+    } catch (const std::exception& e) {
+        CHECK(std::string(e.what()).find("cgroup v1 cannot be handed to an unprivileged server") !=
+              std::string::npos);
+    }
+    CHECK_NOTHROW(CgroupHost(CgroupHost::Layout{}, "no cgroups").delegate(4000321, 4000321));
+    CHECK(fs::is_empty(tmp.path));
 }

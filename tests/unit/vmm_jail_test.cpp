@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +18,7 @@
 #include <string>
 
 #include "vmm/jail.hpp"
+#include "vmm/run_in_child.hpp"
 
 namespace {
 
@@ -26,31 +26,18 @@ namespace {
 // child wrote, or "jail failed: ..." / "child died".
 template <typename Probe>
 std::string in_jail(Probe probe) {
-    int p[2];
-    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::close(p[0]);
-        std::string out;
+    const auto outcome = forkvm::vmm::run_in_child([&](int out) {
+        std::string text;
         try {
             forkvm::vmm::enter_jail({.uid = 4000123, .max_file_bytes = 1 << 20});
-            out = probe();
+            text = probe();
         } catch (const std::exception& e) {
-            out = std::string("jail failed: ") + e.what();
+            text = std::string("jail failed: ") + e.what();
         }
-        (void)!::write(p[1], out.data(), out.size());
-        ::_exit(0);
-    }
-    ::close(p[1]);
-    std::string out;
-    char buf[512];
-    ssize_t n = 0;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-    ::close(p[0]);
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    return WIFEXITED(status) ? out : "child died";
+        (void)!::write(out, text.data(), text.size());
+        return 0;
+    });
+    return outcome.exited(0) ? outcome.output : "child died";
 }
 
 std::string err(int rc) { return rc < 0 ? std::to_string(errno) : "ok"; }

@@ -8,7 +8,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -16,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "vmm/run_in_child.hpp"
 #include "vmm/seccomp_filter.hpp"
 
 using forkvm::vmm::SeccompMode;
@@ -23,45 +23,26 @@ using forkvm::vmm::ThreadRole;
 
 namespace {
 
-struct ChildResult {
-    int exit_code = -1;  // -1: killed by a signal
-    int signal = 0;
-    std::string report;  // what the SIGSYS handler wrote
-};
+using forkvm::vmm::ChildOutcome;
 
-// Runs `body` in a forked child under the filters for `roles`; the child
-// exits with body's return value.
+// Runs `body` in a forked child under the filters for `roles`, with the
+// SIGSYS handler's report going to the outcome's output; the child exits
+// with body's return value (100 if a filter could not be installed).
 template <typename Body>
-ChildResult run_filtered(std::initializer_list<ThreadRole> roles, SeccompMode mode, Body body) {
-    int p[2];
-    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::close(p[0]);
-        forkvm::vmm::set_seccomp_report_fd(p[1]);
+ChildOutcome run_filtered(std::initializer_list<ThreadRole> roles, SeccompMode mode, Body body) {
+    return forkvm::vmm::run_in_child([&](int report_fd) {
+        forkvm::vmm::set_seccomp_report_fd(report_fd);
         try {
             for (ThreadRole r : roles) forkvm::vmm::install_seccomp(r, mode);
         } catch (...) {
-            ::_exit(100);
+            return 100;
         }
-        ::_exit(body());
-    }
-    ::close(p[1]);
-    ChildResult result;
-    char buf[512];
-    ssize_t n = 0;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0) result.report.append(buf, static_cast<std::size_t>(n));
-    ::close(p[0]);
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
-    return result;
+        return body();
+    });
 }
 
-std::string reason_of(const ChildResult& r) {
-    auto j = nlohmann::json::parse(r.report, nullptr, false);
+std::string reason_of(const ChildOutcome& r) {
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
     if (j.is_discarded() || j.value("event", "") != "stopped" || j.value("clean", true)) return "";
     return j.value("reason", "");
 }
@@ -113,7 +94,7 @@ TEST_CASE("seccomp: an unlisted ioctl, execve, kill, fcntl F_SETOWN and ptrace a
         CAPTURE(name);
         auto r = run_filtered({ThreadRole::control}, SeccompMode::enforce, c.body);
         CHECK(r.exit_code == forkvm::vmm::kSeccompViolationExit);
-        CAPTURE(r.report);
+        CAPTURE(r.output);
         CHECK(reason_of(r).find(name) != std::string::npos);
     }
 }
@@ -145,7 +126,7 @@ TEST_CASE("seccomp: threads start under the control filter and narrow themselves
         return code;
     });
     CHECK(r.exit_code == forkvm::vmm::kSeccompViolationExit);
-    CAPTURE(r.report);
+    CAPTURE(r.output);
     CHECK(reason_of(r).find("openat") != std::string::npos);
 
     auto ok = run_filtered({ThreadRole::control}, SeccompMode::enforce, [] {
@@ -154,7 +135,7 @@ TEST_CASE("seccomp: threads start under the control filter and narrow themselves
         return 0;
     });
     CHECK(ok.exit_code == 0);
-    CHECK(ok.report.empty());
+    CHECK(ok.output.empty());
 }
 #endif
 
@@ -164,7 +145,7 @@ TEST_CASE("seccomp: log mode lets a forbidden call run") {
         return fd >= 0 ? 0 : 1;
     });
     CHECK(r.exit_code == 0);
-    CHECK(r.report.empty());
+    CHECK(r.output.empty());
 }
 
 TEST_CASE("seccomp: mode names and the program's shape") {
