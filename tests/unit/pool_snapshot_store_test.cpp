@@ -11,12 +11,14 @@
 #include "pool/service_error.hpp"
 #include "pool/snapshot_store.hpp"
 #include "tests/support/fake_snapshot.hpp"
+#include "tests/support/service_errors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using forkvm::pool::ErrorCode;
 using forkvm::pool::ServiceError;
 using forkvm::pool::SnapshotStore;
 using forkvm::pool::SnapshotStoreSettings;
+using forkvm::test::code_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -28,16 +30,6 @@ struct TempRoot : forkvm::test::TempDir {
 SnapshotStoreSettings settings_in(const TempRoot& root, std::size_t max_count = 3,
                                   std::uint64_t max_bytes = 64ULL << 20) {
     return {(root.path / "snapshots").string(), max_count, max_bytes};
-}
-
-ErrorCode code_of(auto&& fn) {
-    try {
-        fn();
-    } catch (const ServiceError& e) {
-        return e.code();
-    }
-    FAIL("no ServiceError thrown");
-    return ErrorCode::internal;
 }
 
 const SnapshotStore::Writer good_writer = [](const std::string& dir) {

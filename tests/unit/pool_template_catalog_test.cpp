@@ -16,9 +16,12 @@
 #include "pool/service_error.hpp"
 #include "pool/template_catalog.hpp"
 #include "tests/support/fake_snapshot.hpp"
+#include "tests/support/service_errors.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace forkvm::pool;
+using forkvm::test::code_of;
+using forkvm::test::field_of;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
@@ -116,25 +119,6 @@ struct World {
         return false;
     }
 };
-
-ErrorCode code_of(auto&& fn) {
-    try {
-        fn();
-    } catch (const ServiceError& e) {
-        return e.code();
-    }
-    FAIL("no ServiceError thrown");
-    return ErrorCode::internal;
-}
-
-std::string field_of(auto&& fn) {
-    try {
-        fn();
-    } catch (const ServiceError& e) {
-        return e.field().value_or("");
-    }
-    return "no error";
-}
 
 }  // namespace
 

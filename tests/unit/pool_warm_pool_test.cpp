@@ -21,6 +21,7 @@
 #include "pool/random_id.hpp"
 #include "pool/service_error.hpp"
 #include "pool/warm_pool.hpp"
+#include "tests/support/service_errors.hpp"
 
 using forkvm::pool::ErrorCode;
 using forkvm::pool::LeasedVm;
@@ -29,6 +30,7 @@ using forkvm::pool::PoolSettings;
 using forkvm::pool::ServiceError;
 using forkvm::pool::VmSource;
 using forkvm::pool::WarmPool;
+using forkvm::test::code_of;
 using namespace std::chrono_literals;
 
 namespace {
@@ -157,16 +159,6 @@ PoolSettings settings(std::size_t min_warm, std::size_t max_warm, std::size_t co
     s.backoff_initial = 1ms;
     s.backoff_max = 4ms;
     return s;
-}
-
-ErrorCode code_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const ServiceError& e) {
-        return e.code();
-    }
-    FAIL("expected a ServiceError");
-    return ErrorCode::internal;
 }
 
 }  // namespace

@@ -11,24 +11,11 @@
 #include "server/request_id.hpp"
 #include "server/router.hpp"
 #include "server/server_options.hpp"
+#include "tests/support/service_errors.hpp"
 
 using namespace forkvm::server;
 using forkvm::pool::ServiceError;
-
-namespace {
-
-// The field named by the invalid_argument that `f` throws ("" if none).
-template <class F>
-std::string field_of(F&& f) {
-    try {
-        f();
-    } catch (const ServiceError& error) {
-        return error.field().value_or("<none>");
-    }
-    return "";
-}
-
-}  // namespace
+using forkvm::test::field_of;
 
 TEST_CASE("server: percent-decoding and query parsing") {
     CHECK(percent_decode("a%2Fb%20c+d", true) == "a/b c d");

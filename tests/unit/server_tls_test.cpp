@@ -9,11 +9,13 @@
 #include <openssl/ssl.h>
 
 #include "server/tls_context.hpp"
+#include "tests/support/service_errors.hpp"
 #include "tests/support/test_pki.hpp"
 #include "tests/unit/server_test_support.hpp"
 
 using namespace forkvm::server;
 using namespace forkvm::server::test;
+using forkvm::test::field_of;
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
 namespace http = boost::beast::http;
@@ -169,14 +171,6 @@ TEST_CASE("server tls: a broken handshake and TLS 1.1 are refused, nothing leaks
 TEST_CASE("server tls: unreadable or mismatched certificate files are refused at start") {
     const TlsFiles files;
     const TlsFiles other;
-    auto field_of = [](auto&& fn) -> std::string {
-        try {
-            fn();
-        } catch (const forkvm::pool::ServiceError& e) {
-            return e.field().value_or("");
-        }
-        return "no error";
-    };
     CHECK(field_of([&] { make_tls_context(files.dir.string() + "/missing.pem", files.key_file); }) ==
           "server.tls_cert");
     CHECK(field_of([&] { make_tls_context(files.cert_file, files.dir.string() + "/missing.pem"); }) ==
