@@ -23,9 +23,11 @@ std::string_view reason_phrase(int status) {
         case 405: return "Method Not Allowed";
         case 411: return "Length Required";
         case 414: return "URI Too Long";
+        case 408: return "Request Timeout";
         case 429: return "Too Many Requests";
         case 431: return "Request Header Fields Too Large";
         case 502: return "Bad Gateway";
+        case 504: return "Gateway Timeout";
         case 505: return "HTTP Version Not Supported";
         default: return "Error";
     }

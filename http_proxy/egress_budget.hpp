@@ -24,7 +24,13 @@ public:
     class Slot {
     public:
         Slot(Slot&& other) noexcept : budget_(std::exchange(other.budget_, nullptr)) {}
-        Slot& operator=(Slot&&) = delete;
+        Slot& operator=(Slot&& other) noexcept {
+            if (this != &other) {
+                if (budget_ != nullptr) budget_->release();
+                budget_ = std::exchange(other.budget_, nullptr);
+            }
+            return *this;
+        }
         Slot(const Slot&) = delete;
         Slot& operator=(const Slot&) = delete;
         ~Slot();
