@@ -48,6 +48,13 @@ struct Options {
     // missing file turns the check off.
     std::string mailbox_path = "/dev/mem";
     std::uint64_t mailbox_offset = 0x9f000;
+    // The egress proxy's listener on the guest's loopback (0 = none), the
+    // credit window of each proxy stream, and how many may be open at once
+    // (the host enforces each sandbox's policy limit; this bounds the
+    // agent's fds).
+    std::uint16_t proxy_port = 3128;
+    std::uint32_t proxy_window = 64 * 1024;
+    std::size_t max_proxy_streams = 256;
     // What applying a page does; null means the real system calls
     // (RNDADDENTROPY, RNDRESEEDCRNG, clock_settime, sethostname).
     std::shared_ptr<HygieneActions> hygiene_actions;

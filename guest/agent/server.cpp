@@ -25,6 +25,7 @@
 #include "guest/agent/file_ops.hpp"
 #include "guest/agent/hygiene.hpp"
 #include "guest/agent/outbox.hpp"
+#include "guest/agent/proxy_streams.hpp"
 #include "guest/agent/spawn.hpp"
 #include "guest/agent/users.hpp"
 #include "guest/protocol/messages.hpp"
@@ -155,6 +156,7 @@ private:
     MailboxWatcher& mailbox_;
     proto::FrameDecoder decoder_;
     Outbox outbox_;
+    ProxyStreams proxy_{opt_, outbox_};
     UniqueFd sigfd_;
     std::map<std::uint32_t, Exec> execs_;
     std::map<std::uint32_t, ReadXfer> reads_;
@@ -223,7 +225,9 @@ void Server::on_exec_start(std::uint32_t id, const proto::ExecStart& req) {
 
     SpawnRequest sp;
     sp.argv = req.argv;
-    sp.env = build_env(req.env, *user);
+    sp.env = build_env(req.env, *user,
+                       proxy_.listening() ? proxy_environment(opt_.proxy_port)
+                                          : std::vector<std::pair<std::string, std::string>>{});
     sp.executable = resolve_executable(req.argv[0], env_value(sp.env, "PATH").value_or(kDefaultPath))
                         .value_or(std::string());
     sp.cwd = req.cwd;
@@ -650,6 +654,12 @@ void Server::dispatch(proto::Frame&& frame) {
                 small([&] { return do_rename(m); });
             } else if constexpr (std::is_same_v<M, proto::Mkdir>) {
                 small([&] { return do_mkdir(m); });
+            } else if constexpr (std::is_same_v<M, proto::ProxyCredit>) {
+                proxy_.on_credit(id, m);
+            } else if constexpr (std::is_same_v<M, proto::ProxyData>) {
+                proxy_.on_data(id, proto::ProxyData(m));
+            } else if constexpr (std::is_same_v<M, proto::ProxyClose>) {
+                proxy_.on_close(id, m);
             } else {
                 outbox_.control(id, error(ErrorCode::protocol,
                                           "unexpected " + std::string(proto::message_type_name(M::kType))));
@@ -717,6 +727,7 @@ void Server::build_poll_set(std::vector<pollfd>& fds) {
         }
         if (e.in) fds.push_back(pollfd{e.in.get(), POLLOUT, 0});
     }
+    proxy_.add_to_poll(fds, bulk_room);
 }
 
 int Server::poll_timeout_ms() const {
@@ -759,12 +770,15 @@ void Server::shutdown() {
     execs_.clear();
     reads_.clear();
     writes_.clear();
+    proxy_.shutdown();
 }
 
 int Server::run() {
     proto::Ready ready;
     ready.agent_version = opt_.agent_version;
+    proxy_.listen();
     ready.capabilities = proto::kCapExec | proto::kCapFiles | proto::kCapCredit;
+    if (proxy_.listening()) ready.capabilities |= proto::kCapProxy;
     outbox_.control(0, ready);
 
     std::vector<pollfd> fds;
@@ -788,7 +802,7 @@ int Server::run() {
             // Pipes first (the fds of the set are still owned by their execs:
             // the channel handling below may erase execs).
             for (std::size_t i = 2; i < fds.size(); ++i) {
-                if (fds[i].revents == 0) continue;
+                if (fds[i].revents == 0 || proxy_.handle(fds[i])) continue;
                 for (auto& [id, e] : execs_) {
                     if (e.out.fd.get() == fds[i].fd) {
                         pump_exec_stream(e, e.out);
@@ -808,6 +822,7 @@ int Server::run() {
                 channel_eof_ = true;
             }
         }
+        proxy_.sweep();
         reap_children();
         check_timers();
         pump_reads();

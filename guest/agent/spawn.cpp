@@ -74,7 +74,8 @@ std::optional<std::string> env_value(const std::vector<std::string>& env, const 
     return found;
 }
 
-std::vector<std::string> build_env(const std::vector<std::string>& requested, const UserInfo& user) {
+std::vector<std::string> build_env(const std::vector<std::string>& requested, const UserInfo& user,
+                                   const std::vector<std::pair<std::string, std::string>>& extra_defaults) {
     std::vector<std::string> out;
     // Keep the last value of each key, in first-seen order.
     for (const auto& kv : requested) {
@@ -104,6 +105,7 @@ std::vector<std::string> build_env(const std::vector<std::string>& requested, co
     add_default("LOGNAME", user.name);
     add_default("SHELL", "/bin/sh");
     add_default("TERM", "dumb");
+    for (const auto& [key, value] : extra_defaults) add_default(key, value);
     return out;
 }
 

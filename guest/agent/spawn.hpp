@@ -21,9 +21,11 @@ inline constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr
 // The child's environment: exactly `requested` ("K=V"; a later entry wins
 // over an earlier one with the same K), plus these defaults for any K that is
 // absent: PATH (kDefaultPath), HOME (from passwd), USER and LOGNAME (the
-// user's name), SHELL=/bin/sh, TERM=dumb.
-[[nodiscard]] std::vector<std::string> build_env(const std::vector<std::string>& requested,
-                                                 const UserInfo& user);
+// user's name), SHELL=/bin/sh, TERM=dumb, then `extra_defaults` (the egress
+// proxy's variables), each again only if absent.
+[[nodiscard]] std::vector<std::string> build_env(
+    const std::vector<std::string>& requested, const UserInfo& user,
+    const std::vector<std::pair<std::string, std::string>>& extra_defaults = {});
 
 // The value of K in an env list ("K=V"), if present.
 [[nodiscard]] std::optional<std::string> env_value(const std::vector<std::string>& env,

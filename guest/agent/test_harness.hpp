@@ -34,6 +34,9 @@ inline Options test_options() {
     // Never the real /dev/mem: tests run as root on hosts where it would be
     // the host's physical memory. Mailbox tests set their own file.
     o.mailbox_path.clear();
+    // No egress proxy unless a test asks for one on a port of its own
+    // (tests run in parallel, and exec environments stay as requested).
+    o.proxy_port = 0;
     return o;
 }
 

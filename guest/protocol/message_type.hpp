@@ -34,10 +34,14 @@ enum class MessageType : std::uint8_t {
     rename = 23,            // host -> agent
     mkdir = 24,             // host -> agent
     error = 25,             // agent -> host (terminal reply of a failed request)
+    proxy_open = 26,        // agent -> host: a client connected to the egress proxy
+    proxy_data = 27,        // both directions
+    proxy_credit = 28,      // both directions
+    proxy_close = 29,       // both directions
 };
 
 inline constexpr std::uint8_t kFirstMessageType = 1;
-inline constexpr std::uint8_t kLastMessageType = 25;
+inline constexpr std::uint8_t kLastMessageType = 29;
 
 [[nodiscard]] constexpr bool is_known_message_type(std::uint8_t raw) noexcept {
     return raw >= kFirstMessageType && raw <= kLastMessageType;

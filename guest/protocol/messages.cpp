@@ -155,6 +155,38 @@ Result<ReadFile> ReadFile::decode(Reader& r) {
     return done(r, std::move(m));
 }
 
+void ProxyOpen::encode(Writer& w) const { w.u32(initial_credit); }
+Result<ProxyOpen> ProxyOpen::decode(Reader& r) {
+    ProxyOpen m;
+    m.initial_credit = r.u32();
+    return done(r, std::move(m));
+}
+
+void ProxyData::encode(Writer& w) const { w.bytes(data); }
+Result<ProxyData> ProxyData::decode(Reader& r) {
+    ProxyData m;
+    m.data = r.bytes();
+    return done(r, std::move(m));
+}
+
+void ProxyCredit::encode(Writer& w) const { w.u32(bytes); }
+Result<ProxyCredit> ProxyCredit::decode(Reader& r) {
+    ProxyCredit m;
+    m.bytes = r.u32();
+    return done(r, std::move(m));
+}
+
+void ProxyClose::encode(Writer& w) const {
+    w.bytes(reason);
+    w.boolean(abort);
+}
+Result<ProxyClose> ProxyClose::decode(Reader& r) {
+    ProxyClose m;
+    m.reason = r.string();
+    m.abort = r.boolean();
+    return done(r, std::move(m));
+}
+
 void FileData::encode(Writer& w) const { w.bytes(data); }
 Result<FileData> FileData::decode(Reader& r) {
     FileData m;
@@ -334,7 +366,7 @@ Result<Error> Error::decode(Reader& r) {
 // The variant's alternatives are in MessageType order; this keeps them so.
 static_assert(std::variant_size_v<Message> == kLastMessageType);
 static_assert(std::variant_alternative_t<0, Message>::kType == MessageType::ready);
-static_assert(std::variant_alternative_t<kLastMessageType - 1, Message>::kType == MessageType::error);
+static_assert(std::variant_alternative_t<kLastMessageType - 1, Message>::kType == MessageType::proxy_close);
 
 namespace {
 

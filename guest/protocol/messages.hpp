@@ -32,6 +32,7 @@ enum class WriteMode : std::uint8_t { truncate = 0, append = 1 };
 inline constexpr std::uint64_t kCapExec = 1U << 0U;
 inline constexpr std::uint64_t kCapFiles = 1U << 1U;
 inline constexpr std::uint64_t kCapCredit = 1U << 2U;
+inline constexpr std::uint64_t kCapProxy = 1U << 3U;  // serves the egress proxy (proxy_* messages)
 
 #define FORKVM_PROTO_MESSAGE(Name, type_value)         \
     static constexpr MessageType kType = (type_value); \
@@ -211,12 +212,42 @@ struct Error {
     FORKVM_PROTO_MESSAGE(Error, MessageType::error);
 };
 
+// Egress proxy streams (docs/agent-protocol.md, "Proxy streams"). The
+// frame's request_id is the stream id, which the agent picks when a client
+// connects to its loopback proxy; stream ids are a namespace of their own,
+// apart from request ids. Data flows only within the receiver's credit.
+struct ProxyOpen {
+    std::uint32_t initial_credit = 0;  // bytes the host may send on it before a proxy_credit
+    FORKVM_PROTO_MESSAGE(ProxyOpen, MessageType::proxy_open);
+};
+
+struct ProxyData {
+    Bytes data;
+    FORKVM_PROTO_MESSAGE(ProxyData, MessageType::proxy_data);
+};
+
+struct ProxyCredit {
+    std::uint32_t bytes = 0;  // added to the receiver's window for that stream
+    FORKVM_PROTO_MESSAGE(ProxyCredit, MessageType::proxy_credit);
+};
+
+// The sender sends no more data on the stream (the other direction may go
+// on until it closes too). The stream is gone once both sides closed it.
+struct ProxyClose {
+    std::string reason;
+    // The sender's end is gone entirely (a client that reset, a relay that
+    // ended): the receiver stops sending too. Without it, a half-close.
+    bool abort = false;
+    FORKVM_PROTO_MESSAGE(ProxyClose, MessageType::proxy_close);
+};
+
 #undef FORKVM_PROTO_MESSAGE
 
 // Every message, in MessageType order (index = type - 1).
-using Message = std::variant<Ready, Ping, Pong, ExecStart, ExecStarted, ExecOutput, ExecExit, Credit, Cancel,
-                             ReadFile, FileData, FileEnd, WriteFileBegin, WriteFileEnd, Ok, Stat, StatResult,
-                             ListDir, DirEntries, Exists, Bool, Remove, Rename, Mkdir, Error>;
+using Message =
+    std::variant<Ready, Ping, Pong, ExecStart, ExecStarted, ExecOutput, ExecExit, Credit, Cancel, ReadFile,
+                 FileData, FileEnd, WriteFileBegin, WriteFileEnd, Ok, Stat, StatResult, ListDir, DirEntries,
+                 Exists, Bool, Remove, Rename, Mkdir, Error, ProxyOpen, ProxyData, ProxyCredit, ProxyClose>;
 
 [[nodiscard]] MessageType message_type(const Message& message) noexcept;
 
