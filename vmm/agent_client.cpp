@@ -688,6 +688,10 @@ void AgentClient::reader_loop() {
 
 void AgentClient::handle_frame(proto::Frame&& frame, AgentClock::time_point now) {
     proto::Result<proto::Message> decoded = proto::decode_any(frame);
+    if (decoded &&
+        static_cast<std::uint8_t>(frame.type) >= static_cast<std::uint8_t>(proto::MessageType::proxy_open)) {
+        return handle_proxy_frame(frame.request_id, std::move(*decoded));
+    }
     const std::lock_guard lock(mu_);
     if (state_ == State::broken || state_ == State::closed) return;
     const auto broken = [&](const std::string& why) {
@@ -718,6 +722,64 @@ void AgentClient::handle_frame(proto::Frame&& frame, AgentClock::time_point now)
     const std::shared_ptr<Pending> p = it->second;  // dispatch may erase the map entry
     dispatch_locked(*p, std::move(*decoded), now);
     cv_.notify_all();
+}
+
+namespace {
+
+// What a client in a sandbox without an egress handler reads.
+std::string no_egress_response() {
+    const std::string body = "forkvm egress: this sandbox has no network access (no egress policy)\n";
+    return "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+}
+
+}  // namespace
+
+void AgentClient::handle_proxy_frame(std::uint32_t stream, proto::Message&& message) {
+    std::shared_ptr<ProxyStreamHandler> handler;
+    {
+        const std::lock_guard lock(mu_);
+        if (state_ == State::broken || state_ == State::closed) return;
+        handler = proxy_handler_;
+    }
+    if (auto* open = std::get_if<proto::ProxyOpen>(&message)) {
+        if (handler) return handler->on_proxy_open(stream, open->initial_credit);
+        const std::string refusal = no_egress_response();
+        if (refusal.size() <= open->initial_credit)
+            (void)send_proxy(stream, proto::ProxyData{proto::Bytes(refusal.begin(), refusal.end())});
+        (void)send_proxy(stream, proto::ProxyClose{"no egress for this sandbox", false});
+        return;
+    }
+    if (!handler) return;  // the rest of a stream refused above
+    if (auto* data = std::get_if<proto::ProxyData>(&message))
+        return handler->on_proxy_data(stream, std::move(data->data));
+    if (auto* credit = std::get_if<proto::ProxyCredit>(&message))
+        return handler->on_proxy_credit(stream, credit->bytes);
+    if (auto* close = std::get_if<proto::ProxyClose>(&message))
+        return handler->on_proxy_close(stream, *close);
+}
+
+void AgentClient::set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler) {
+    const std::lock_guard lock(mu_);
+    proxy_handler_ = std::move(handler);
+}
+
+bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyData& data) {
+    const std::lock_guard lock(mu_);
+    send_locked(stream, data);
+    return usable_locked();
+}
+
+bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit) {
+    const std::lock_guard lock(mu_);
+    send_locked(stream, credit);
+    return usable_locked();
+}
+
+bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyClose& close) {
+    const std::lock_guard lock(mu_);
+    send_locked(stream, close);
+    return usable_locked();
 }
 
 void AgentClient::dispatch_locked(Pending& p, proto::Message&& message, AgentClock::time_point now) {

@@ -155,6 +155,18 @@ using DataSink = std::function<void(ByteView data)>;
 // until the declared total is reached; 0 before that aborts the upload).
 using DataSource = std::function<std::size_t(std::span<std::uint8_t> buffer)>;
 
+// The egress proxy streams the agent opens (docs/agent-protocol.md, "Proxy
+// streams"). Called on the client's reader thread without its lock held:
+// hand the work off, never block. Stream ids are the frames' ids.
+class ProxyStreamHandler {
+public:
+    virtual ~ProxyStreamHandler() = default;
+    virtual void on_proxy_open(std::uint32_t stream, std::uint32_t initial_credit) = 0;
+    virtual void on_proxy_data(std::uint32_t stream, proto::Bytes data) = 0;
+    virtual void on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) = 0;
+    virtual void on_proxy_close(std::uint32_t stream, const proto::ProxyClose& close) = 0;
+};
+
 class AgentClient {
 public:
     enum class State : std::uint8_t {
@@ -224,12 +236,23 @@ public:
 
     [[nodiscard]] static std::string_view state_name(State state) noexcept;
 
+    // Where the agent's proxy streams go. Without a handler every stream is
+    // refused at once: its client reads a 403 saying the sandbox has no
+    // egress, then EOF.
+    void set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler);
+    // Frames for a proxy stream. Return false once the channel is unusable.
+    bool send_proxy(std::uint32_t stream, const proto::ProxyData& data);
+    bool send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit);
+    bool send_proxy(std::uint32_t stream, const proto::ProxyClose& close);
+
 private:
     class CallScope;
     class RequestScope;
     friend class CallScope;
     friend class RequestScope;
 
+    // Routes a proxy_* frame (no lock held on entry).
+    void handle_proxy_frame(std::uint32_t stream, proto::Message&& message);
     // Registers a request under a fresh id and queues its first frame.
     template <class M>
     std::shared_ptr<Pending> start(int op, const M& message, std::uint32_t initial_credit = 0,
@@ -283,6 +306,7 @@ private:
     std::uint64_t next_nonce_ = 1;
     std::once_flag close_once_;
     std::uint64_t unknown_replies_ = 0;
+    std::shared_ptr<ProxyStreamHandler> proxy_handler_;
     std::size_t active_calls_ = 0;
     proto::Bytes out_;              // frames queued for the writer
     std::size_t queued_bytes_ = 0;  // out_ plus the batch being written

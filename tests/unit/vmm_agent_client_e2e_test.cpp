@@ -1,6 +1,7 @@
 // AgentClient against the real agent: forkvm::agent::serve() runs in a forked
 // child on one end of a socketpair (no VM), the client on the other.
 
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -8,10 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <chrono>
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <memory>
+#include <mutex>
+#include <netinet/in.h>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -29,9 +33,10 @@ namespace {
 // The agent in a child process; the client owns the host end.
 class RealAgent {
 public:
-    RealAgent() {
+    explicit RealAgent(std::uint16_t proxy_port = 0) {
         forkvm::agent::Options options;
         if (const passwd* pw = ::getpwuid(::geteuid())) options.default_user = pw->pw_name;
+        options.proxy_port = proxy_port;  // 0 (none) unless a test asks: tests run in parallel
         int sv[2];
         REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
         pid_ = ::fork();
@@ -148,4 +153,108 @@ TEST_CASE("vmm: agent client end to end: a stop request kills a running command"
     CHECK(r.term_signal != 0);
     CHECK(std::chrono::steady_clock::now() - t0 < 15s);
     CHECK(c.ping(5s).agent_monotonic_ns > 0);
+}
+
+namespace {
+
+std::uint16_t unused_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+// A client of the agent's proxy port: sends `request`, reads until EOF.
+std::string proxy_client(std::uint16_t port, const std::string& request) {
+    forkvm::UniqueFd fd;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 200 && !fd; ++i) {
+        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            fd.reset();
+            std::this_thread::sleep_for(10ms);
+        }
+    }
+    REQUIRE(fd);
+    REQUIRE(::write(fd.get(), request.data(), request.size()) == static_cast<ssize_t>(request.size()));
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        pollfd p{fd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) return out + "<timeout>";
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n <= 0) return out;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+// Answers every stream with "echo:" + what its client sent in its first
+// data frame, then closes it.
+class EchoHandler : public vmm::ProxyStreamHandler {
+public:
+    vmm::AgentClient* client = nullptr;
+    void on_proxy_open(std::uint32_t stream, std::uint32_t initial_credit) override {
+        {
+            const std::lock_guard lock(mu_);
+            opened_ = initial_credit;
+            stream_ = stream;
+        }
+        client->send_proxy(stream, proto::ProxyCredit{1024});
+    }
+    void on_proxy_data(std::uint32_t stream, proto::Bytes data) override {
+        const std::string reply = "echo:" + std::string(data.begin(), data.end());
+        client->send_proxy(stream, proto::ProxyData{proto::Bytes(reply.begin(), reply.end())});
+        client->send_proxy(stream, proto::ProxyClose{"done", false});
+    }
+    void on_proxy_credit(std::uint32_t, std::uint32_t) override {}
+    // Closes of its own stream only: the agent's close of a stream refused
+    // before this handler was set may come late.
+    void on_proxy_close(std::uint32_t stream, const proto::ProxyClose&) override {
+        const std::lock_guard lock(mu_);
+        if (stream == stream_) ++closes_;
+    }
+    std::uint32_t opened() {
+        const std::lock_guard lock(mu_);
+        return opened_;
+    }
+    int closes() {
+        const std::lock_guard lock(mu_);
+        return closes_;
+    }
+
+private:
+    std::mutex mu_;
+    std::uint32_t opened_ = 0;
+    std::uint32_t stream_ = 0;
+    int closes_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("vmm: agent client end to end: proxy streams are refused without a handler, served with one") {
+    const std::uint16_t port = unused_port();
+    RealAgent agent(port);
+    REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
+
+    const std::string refused = proxy_client(port, "CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+    CHECK(refused.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+    CHECK(refused.ends_with("forkvm egress: this sandbox has no network access (no egress policy)\n"));
+
+    auto handler = std::make_shared<EchoHandler>();
+    handler->client = agent.client.get();
+    agent.client->set_proxy_handler(handler);
+    CHECK(proxy_client(port, "ping") == "echo:ping");
+    CHECK(handler->opened() == 64 * 1024);
+    // The agent answered the handler's close with its own.
+    for (int i = 0; i < 200 && handler->closes() == 0; ++i) std::this_thread::sleep_for(10ms);
+    CHECK(handler->closes() == 1);
+    CHECK(agent.client->ping().rtt.count() > 0);
 }
