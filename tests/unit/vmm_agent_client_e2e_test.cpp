@@ -10,18 +10,24 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <doctest/doctest.h>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <netinet/in.h>
+#include <nlohmann/json.hpp>
 #include <stop_token>
 #include <string>
 #include <thread>
 
 #include "guest/agent/options.hpp"
 #include "guest/agent/server.hpp"
+#include "http_proxy/egress_relay.hpp"
+#include "pool/egress_bridge.hpp"
 #include "vmm/agent_client.hpp"
 
 using namespace std::chrono_literals;
@@ -169,8 +175,9 @@ std::uint16_t unused_port() {
     return ntohs(a.sin_port);
 }
 
-// A client of the agent's proxy port: sends `request`, reads until EOF.
-std::string proxy_client(std::uint16_t port, const std::string& request) {
+// A client of the agent's proxy port: sends `request` (then shuts its
+// sending side if `half_close`), reads until EOF.
+std::string proxy_client(std::uint16_t port, const std::string& request, bool half_close = false) {
     forkvm::UniqueFd fd;
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -184,7 +191,12 @@ std::string proxy_client(std::uint16_t port, const std::string& request) {
         }
     }
     REQUIRE(fd);
-    REQUIRE(::write(fd.get(), request.data(), request.size()) == static_cast<ssize_t>(request.size()));
+    for (std::size_t off = 0; off < request.size();) {
+        const ssize_t n = ::write(fd.get(), request.data() + off, request.size() - off);
+        REQUIRE(n > 0);
+        off += static_cast<std::size_t>(n);
+    }
+    if (half_close) ::shutdown(fd.get(), SHUT_WR);
     std::string out;
     char buf[4096];
     for (;;) {
@@ -256,5 +268,106 @@ TEST_CASE("vmm: agent client end to end: proxy streams are refused without a han
     // The agent answered the handler's close with its own.
     for (int i = 0; i < 200 && handler->closes() == 0; ++i) std::this_thread::sleep_for(10ms);
     CHECK(handler->closes() == 1);
+    CHECK(agent.client->ping().rtt.count() > 0);
+}
+
+namespace {
+
+// A loopback server for one connection: reads until EOF, answers
+// `answer(what it read)`, closes.
+class OneShotServer {
+public:
+    explicit OneShotServer(std::function<std::string(const std::string&)> answer) {
+        listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(::listen(listen_fd_, 4) == 0);
+        REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this, answer = std::move(answer)] {
+            const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) return;
+            std::string got;
+            char buf[65536];
+            ssize_t n = 0;
+            while ((n = ::read(fd, buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+            const std::string reply = answer(got);
+            for (std::size_t off = 0; off < reply.size();) {
+                const ssize_t w = ::write(fd, reply.data() + off, reply.size() - off);
+                if (w <= 0) break;
+                off += static_cast<std::size_t>(w);
+            }
+            ::close(fd);
+        });
+    }
+    ~OneShotServer() {
+        ::shutdown(listen_fd_, SHUT_RDWR);
+        thread_.join();
+        ::close(listen_fd_);
+    }
+    OneShotServer(const OneShotServer&) = delete;
+    OneShotServer& operator=(const OneShotServer&) = delete;
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+
+private:
+    int listen_fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::thread thread_;
+};
+
+struct IoThread {
+    boost::asio::io_context io;
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+    std::thread thread{[this] { io.run(); }};
+    ~IoThread() {
+        work.reset();
+        io.stop();
+        thread.join();
+    }
+};
+
+forkvm::http_proxy::EgressContext egress_to(std::uint16_t port) {
+    forkvm::http_proxy::EgressContext c;
+    c.policy = std::make_shared<forkvm::http_proxy::Policy>(forkvm::http_proxy::Policy::parse(
+        nlohmann::json::parse(R"({"allow": [{"domain": "up.test", "ports": [)" + std::to_string(port) +
+                              R"(]}], "allow_private": ["127.0.0.1"]})")));
+    c.hosts = std::make_shared<forkvm::http_proxy::HostsMap>(
+        forkvm::http_proxy::HostsMap::parse({"up.test=127.0.0.1"}));
+    c.budget = std::make_shared<forkvm::http_proxy::EgressBudget>(c.policy->limits());
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("pool: the egress bridge carries a guest client's CONNECT tunnel and refusals end to end") {
+    const std::uint16_t port = unused_port();
+    RealAgent agent(port);
+    REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
+    // The upstream counts what the tunnel brought and answers with it.
+    OneShotServer upstream([](const std::string& got) {
+        return "got " + std::to_string(got.size()) + " bytes, last " + got.substr(got.size() - 3);
+    });
+    IoThread io;
+    auto bridge = std::make_shared<forkvm::pool::EgressBridge>(*agent.client, io.io.get_executor(),
+                                                               egress_to(upstream.port()));
+    agent.client->set_proxy_handler(bridge);
+
+    // 1 MiB through the tunnel: many times both credit windows.
+    std::string payload(1 << 20, 'x');
+    payload.replace(payload.size() - 3, 3, "end");
+    const std::string head = "CONNECT up.test:" + std::to_string(upstream.port()) + " HTTP/1.1\r\n\r\n";
+    CHECK(proxy_client(port, head + payload, true) ==
+          "HTTP/1.1 200 Connection established\r\n\r\ngot 1048576 bytes, last end");
+
+    const std::string refused = proxy_client(port, "GET http://evil.test/ HTTP/1.1\r\n\r\n", true);
+    CHECK(refused.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+    CHECK(refused.find("evil.test") != std::string::npos);
+
+    for (int i = 0; i < 300 && bridge->open_streams() != 0; ++i) std::this_thread::sleep_for(10ms);
+    CHECK(bridge->open_streams() == 0);
+    bridge->close_all("test over");
     CHECK(agent.client->ping().rtt.count() > 0);
 }
