@@ -234,7 +234,10 @@ void EgressConnection::finish(const std::string& reason) {
     upstream_.close(ignored);
     slot_.reset();  // the budget is free again before anyone hears of the close
     if (context_.events.closed) context_.events.closed(reason, up_bytes_, down_bytes_);
-    guest_->close(reason);
+    // Nothing uses the guest stream after this; letting go of it breaks the
+    // cycle with a stream that holds this connection (pool::EgressBridge).
+    const std::shared_ptr<GuestStream> guest = std::move(guest_);
+    guest->close(reason);
 }
 
 }  // namespace forkvm::http_proxy

@@ -98,7 +98,7 @@ private:
 
     boost::asio::any_io_executor executor_;
     EgressContext context_;
-    std::shared_ptr<GuestStream> guest_;
+    std::shared_ptr<GuestStream> guest_;  // released by finish()
     boost::asio::ip::tcp::socket upstream_;
     boost::asio::steady_timer timer_;
     std::optional<EgressBudget::Slot> slot_;
