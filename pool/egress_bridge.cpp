@@ -53,7 +53,15 @@ public:
         our_window_ -= n;
         return true;
     }
-    void agent_closed() { agent_done_ = true; }
+    // The agent closed its side; with `abort` its client is gone, so what
+    // still waits for the agent's credit is dropped and the close goes now.
+    void agent_closed(bool abort) {
+        std::unique_lock lock(mu_);
+        agent_done_ = true;
+        if (!abort) return;
+        aborted_ = true;
+        flush(lock);
+    }
     // Lock-free: the bridge asks while holding its own lock.
     [[nodiscard]] bool done() const { return close_sent_ && agent_done_; }
     void set_connection(std::shared_ptr<http_proxy::EgressConnection> c) { connection_ = std::move(c); }
@@ -80,6 +88,7 @@ private:
     // lock is released, once a chunk has gone entirely.
     void flush(std::unique_lock<std::mutex>& lock) {
         std::vector<std::function<void()>> done;
+        if (aborted_) queue_.clear();
         while (!queue_.empty() && agent_window_ > 0) {
             Pending& p = queue_.front();
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(
@@ -113,6 +122,7 @@ private:
     std::uint64_t our_window_ = kWindow;  // client bytes we still take from the agent
     std::deque<Pending> queue_;
     bool relay_done_ = false;
+    bool aborted_ = false;  // the agent's client is gone: nothing more is sent but our close
     std::atomic<bool> close_sent_ = false;
     std::atomic<bool> agent_done_ = false;
     std::string close_reason_;
@@ -152,7 +162,7 @@ void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
     }
     if (!s->take_client_bytes(data.size())) {
         // Beyond the credit we granted: that stream ends, nothing else does.
-        s->agent_closed();
+        s->agent_closed(true);
         s->connection()->abort("the guest sent beyond its credit on the proxy stream");
         return;
     }
@@ -178,7 +188,7 @@ void EgressBridge::on_proxy_close(std::uint32_t stream, const proto::ProxyClose&
         if (it == streams_.end()) return;
         s = it->second;
     }
-    s->agent_closed();
+    s->agent_closed(close.abort);
     if (close.abort) {
         s->connection()->abort("the guest's client went away: " + close.reason);
     } else {

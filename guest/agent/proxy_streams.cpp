@@ -51,7 +51,11 @@ bool ProxyStreams::handle(const pollfd& p) {
     }
     for (auto& [id, s] : streams_) {
         if (s.dead || s.fd.get() != p.fd) continue;
-        if ((p.revents & POLLOUT) != 0) write_client(id, s);
+        // An error or hang-up is reported even when not asked for: with host
+        // bytes waiting, the write finds out (and ends the stream), so the
+        // loop never spins on it.
+        if ((p.revents & (POLLOUT | POLLERR | POLLHUP)) != 0 && s.to_client_off < s.to_client.size())
+            write_client(id, s);
         if (!s.dead && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0 && !s.client_done) read_client(id, s);
         return true;
     }
