@@ -141,6 +141,11 @@ void EgressConnection::on_connected() {
     // connecting is credited once written.
     client_to_upstream(std::exchange(early_, {}), false);
     client_to_upstream(std::exchange(pending_, {}), true);
+    if (client_done_ && writes_.empty()) {
+        // The client half-closed while we connected, with nothing to send.
+        boost::system::error_code ignored;
+        upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+    }
     read_upstream();
 }
 

@@ -173,6 +173,19 @@ TEST_CASE("egress relay: a CONNECT tunnel relays both ways, half-close included"
     CHECK(ctx.budget->open_connections() == 0);
 }
 
+TEST_CASE("egress relay: a client that half-closes before the upstream connected is passed on") {
+    Upstream echo(
+        [](int fd) { write_all(fd, "seen eof after " + std::to_string(read_until_eof(fd).size())); });
+    Relay relay;
+    auto guest = std::make_shared<FakeGuest>();
+    auto conn = EgressConnection::create(relay.io.get_executor(), context_for(echo.port()), guest);
+    conn->start();
+    conn->client_data("CONNECT up.test:" + std::to_string(echo.port()) + " HTTP/1.1\r\n\r\n");
+    conn->client_closed();  // most likely still connecting: nothing queued for the upstream
+    CHECK(guest->wait_closed() == "the upstream closed the connection");
+    CHECK(guest->received() == "HTTP/1.1 200 Connection established\r\n\r\nseen eof after 0");
+}
+
 TEST_CASE("egress relay: plain HTTP goes upstream rewritten, with its body and nothing after it") {
     std::promise<std::string> captured;
     Upstream server([&](int fd) {
