@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/strand.hpp>
 #include <deque>
 #include <functional>
 #include <string>
@@ -144,12 +145,23 @@ void EgressBridge::on_proxy_open(std::uint32_t stream, std::uint32_t initial_cre
             (void)agent_.send_proxy(stream, proto::ProxyClose{"stream refused", true});  // under mu_
             return;
         }
+        if (streams_.size() >= kMaxStreams) {
+            // Finished streams stay until the agent closes them too; a guest
+            // that never does cannot make the host keep more than this.
+            (void)agent_.send_proxy(stream, proto::ProxyClose{"too many proxy streams", true});
+            return;
+        }
         s = std::make_shared<Stream>(shared_from_this(), stream, initial_credit);
-        s->set_connection(http_proxy::EgressConnection::create(executor_, context_, s));
+        // One strand per connection: its handlers never run at once, on
+        // however many threads the executor's context runs.
+        s->set_connection(
+            http_proxy::EgressConnection::create(boost::asio::make_strand(executor_), context_, s));
         streams_[stream] = s;
     }
-    s->connection()->start();
+    // The agent hears of its credit before anything the relay sends (a
+    // refusal's close included).
     send_to_agent(stream, proto::ProxyCredit{kWindow});
+    s->connection()->start();
 }
 
 void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
@@ -178,6 +190,7 @@ void EgressBridge::on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) {
         s = it->second;
     }
     s->add_agent_credit(bytes);
+    forget_if_done(stream);  // the credit may have let our close go
 }
 
 void EgressBridge::on_proxy_close(std::uint32_t stream, const proto::ProxyClose& close) {

@@ -21,6 +21,9 @@ class EgressBridge : public vmm::ProxyStreamHandler, public std::enable_shared_f
 public:
     // Client bytes each stream may send before the relay wrote them upstream.
     static constexpr std::uint32_t kWindow = 64 * 1024;
+    // Streams tracked at once (open, or ended here and not yet closed by the
+    // agent); more are refused.
+    static constexpr std::size_t kMaxStreams = 1024;
 
     // Owned by a shared_ptr (its streams hold weak references to it); the
     // agent client must outlive it.

@@ -205,6 +205,11 @@ std::size_t AgentClient::in_flight() const {
     return pending_.size();
 }
 
+std::size_t AgentClient::queued_bytes() const {
+    const std::lock_guard lock(mu_);
+    return queued_bytes_;
+}
+
 bool AgentClient::usable_locked() const noexcept {
     return !stopping_ && state_ != State::broken && state_ != State::closed;
 }
@@ -766,20 +771,23 @@ void AgentClient::set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler)
 
 bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyData& data) {
     const std::lock_guard lock(mu_);
+    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
     send_locked(stream, data);
-    return usable_locked();
+    return true;
 }
 
 bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit) {
     const std::lock_guard lock(mu_);
+    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
     send_locked(stream, credit);
-    return usable_locked();
+    return true;
 }
 
 bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyClose& close) {
     const std::lock_guard lock(mu_);
+    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
     send_locked(stream, close);
-    return usable_locked();
+    return true;
 }
 
 void AgentClient::dispatch_locked(Pending& p, proto::Message&& message, AgentClock::time_point now) {

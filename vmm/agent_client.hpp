@@ -75,6 +75,11 @@ struct AgentClientOptions {
     std::uint32_t upload_chunk = 32 * 1024;
     // Requests in flight at once; one more fails with `busy`.
     std::size_t max_in_flight = 256;
+    // Bytes queued for the agent above which proxy stream frames are not
+    // queued (send_proxy returns false): proxy streams are the one flow the
+    // guest starts, so a guest that opens streams and never reads the
+    // channel must not make the host queue replies without bound.
+    std::size_t max_proxy_backlog = 1024 * 1024;
 };
 
 // What the agent announced in its Ready frame.
@@ -195,6 +200,8 @@ public:
     // Frames for request ids nobody waits for (late replies after a timeout, or junk).
     [[nodiscard]] std::uint64_t unknown_replies() const;
     [[nodiscard]] std::size_t in_flight() const;
+    // Bytes queued for the agent, not yet written.
+    [[nodiscard]] std::size_t queued_bytes() const;
 
     // The agent's Ready frame (returns at once if it has already arrived).
     AgentInfo wait_ready(Deadline deadline = {});
@@ -240,7 +247,9 @@ public:
     // refused at once: its client reads a 403 saying the sandbox has no
     // egress, then EOF.
     void set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler);
-    // Frames for a proxy stream. Return false once the channel is unusable.
+    // Frames for a proxy stream. Return false, without sending, when the
+    // channel is unusable or its output backlog is over max_proxy_backlog
+    // (the caller ends that stream).
     bool send_proxy(std::uint32_t stream, const proto::ProxyData& data);
     bool send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit);
     bool send_proxy(std::uint32_t stream, const proto::ProxyClose& close);

@@ -128,7 +128,10 @@ void ProxyStreams::close_from_client(std::uint32_t id, Stream& s, const std::str
 }
 
 void ProxyStreams::end(std::uint32_t id, Stream& s, const std::string& reason) {
-    if (!s.client_done) outbox_.control(id, proto::ProxyClose{reason, true});
+    // Also after a half-close: the host must learn the client is gone, or
+    // it would wait for credit that never comes.
+    if (!s.abort_sent) outbox_.control(id, proto::ProxyClose{reason, true});
+    s.abort_sent = true;
     s.client_done = true;
     s.to_client.clear();
     s.to_client_off = 0;

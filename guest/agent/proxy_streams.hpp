@@ -64,6 +64,7 @@ private:
         std::size_t to_client_off = 0;
         std::uint64_t written_uncredited = 0;  // written to the client, not yet granted back
         bool client_done = false;              // we sent proxy_close (the client stopped sending)
+        bool abort_sent = false;               // that close, or a later one, was an abort
         bool host_done = false;                // the host sent proxy_close
         bool dead = false;                     // socket to be closed by sweep()
     };

@@ -868,3 +868,24 @@ TEST_CASE("vmm: agent client withholds credit while the agent does not read its 
     CHECK(future_error(exec).code() == AgentErrorCode::broken);
     CHECK(p.client->broken_reason().find("credit") != std::string::npos);
 }
+
+TEST_CASE(
+    "vmm: agent client: a guest that opens proxy streams and never reads cannot grow the host's queue") {
+    AgentClientOptions options;
+    options.max_proxy_backlog = 64 * 1024;
+    auto p = make_pair(options);
+    p.agent->send(0, proto::Ready{proto::kProtocolVersion, "fake", proto::kCapProxy});
+    REQUIRE(p.client->wait_ready().agent_version == "fake");
+    // Without a handler each open gets a 403 and a close (~250 bytes): 20000
+    // of them would queue 5 MB for an agent that reads nothing.
+    proto::Bytes batch;
+    for (std::uint32_t i = 0; i < 20000; ++i) {
+        REQUIRE(proto::append_message(batch, 0x80000000U | i, proto::ProxyOpen{65536}) ==
+                proto::ProtoError::none);
+    }
+    p.agent->send_raw(batch);
+    // Let the reader handle them all (a ping's frame goes behind them).
+    std::this_thread::sleep_for(300ms);
+    CHECK(p.client->queued_bytes() <= 2 * (64 * 1024 + 512));
+    CHECK(p.client->state() == AgentClient::State::healthy);
+}
