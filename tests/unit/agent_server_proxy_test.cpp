@@ -15,24 +15,12 @@
 
 #include "guest/agent/proxy_streams.hpp"
 #include "guest/agent/test_harness.hpp"
+#include "tests/support/loopback.hpp"
 
 using namespace forkvm;
 using agent::testing::AgentHarness;
 
 namespace {
-
-// A port nothing listens on right now.
-std::uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
 
 UniqueFd connect_to(std::uint16_t port) {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -95,7 +83,7 @@ agent::Options proxy_options(std::uint16_t port, std::uint32_t window = 64 * 102
 }  // namespace
 
 TEST_CASE("agent proxy: a client's bytes go to the host within credit, the host's come back") {
-    const std::uint16_t port = free_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     AgentHarness h(proxy_options(port, 64));
     auto ready = h.ready();
     REQUIRE(ready.has_value());
@@ -131,7 +119,7 @@ TEST_CASE("agent proxy: a client's bytes go to the host within credit, the host'
 }
 
 TEST_CASE("agent proxy: a host that sends past its credit loses that stream, not the agent") {
-    const std::uint16_t port = free_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     AgentHarness h(proxy_options(port, 16));
     REQUIRE(h.ready().has_value());
     UniqueFd client = connect_to(port);
@@ -150,7 +138,7 @@ TEST_CASE("agent proxy: a host that sends past its credit loses that stream, not
 }
 
 TEST_CASE("agent proxy: a client that goes away aborts its stream") {
-    const std::uint16_t port = free_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     AgentHarness h(proxy_options(port));
     REQUIRE(h.ready().has_value());
     UniqueFd client = connect_to(port);
@@ -171,7 +159,7 @@ TEST_CASE("agent proxy: a client that goes away aborts its stream") {
 }
 
 TEST_CASE("agent proxy: execs get the proxy variables unless they set their own") {
-    const std::uint16_t port = free_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     AgentHarness h(proxy_options(port));
     REQUIRE(h.ready().has_value());
     auto r = agent::testing::run_exec(
@@ -192,7 +180,7 @@ TEST_CASE("agent proxy: execs get the proxy variables unless they set their own"
 }
 
 TEST_CASE("agent proxy: past max_proxy_streams a client waits until a stream ends") {
-    const std::uint16_t port = free_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     agent::Options opt = proxy_options(port);
     opt.max_proxy_streams = 1;
     AgentHarness h(opt);

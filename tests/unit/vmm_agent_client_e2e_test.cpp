@@ -28,6 +28,7 @@
 #include "guest/agent/server.hpp"
 #include "http_proxy/egress_relay.hpp"
 #include "pool/egress_bridge.hpp"
+#include "tests/support/loopback.hpp"
 #include "vmm/agent_client.hpp"
 
 using namespace std::chrono_literals;
@@ -163,18 +164,6 @@ TEST_CASE("vmm: agent client end to end: a stop request kills a running command"
 
 namespace {
 
-std::uint16_t unused_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
 // A client of the agent's proxy port: sends `request` (then shuts its
 // sending side if `half_close`), reads until EOF.
 std::string proxy_client(std::uint16_t port, const std::string& request, bool half_close = false) {
@@ -252,7 +241,7 @@ private:
 }  // namespace
 
 TEST_CASE("vmm: agent client end to end: proxy streams are refused without a handler, served with one") {
-    const std::uint16_t port = unused_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     RealAgent agent(port);
     REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
 
@@ -343,7 +332,7 @@ forkvm::http_proxy::EgressContext egress_to(std::uint16_t port) {
 }  // namespace
 
 TEST_CASE("pool: the egress bridge carries a guest client's CONNECT tunnel and refusals end to end") {
-    const std::uint16_t port = unused_port();
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
     RealAgent agent(port);
     REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
     // The upstream counts what the tunnel brought and answers with it.
