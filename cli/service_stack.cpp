@@ -94,6 +94,18 @@ vmm::SpawnOptions spawn_options_from(const config::Config& c, std::shared_ptr<co
     return spawn;
 }
 
+http_proxy::HostsMap egress_hosts_from(const config::Config& c) {
+    try {
+        auto hosts = http_proxy::HostsMap::parse(c.egress.hosts);
+        spdlog::info(
+            "egress: {} name(s) in the hosts map; sandboxes reach nothing their policy does not allow",
+            hosts.size());
+        return hosts;
+    } catch (const http_proxy::HostsMapError& e) {
+        throw std::runtime_error(std::string("egress.hosts: ") + e.what());
+    }
+}
+
 }  // namespace
 
 std::shared_ptr<vmm::CgroupHost> detect_cgroups() {
@@ -113,12 +125,14 @@ ServiceStack::ServiceStack(const config::Config& c, std::shared_ptr<const vmm::C
       pool_(*golden_.source, pool_settings_from(c)),
       snapshots_(snapshot_store_settings_from(c)),
       templates_(snapshots_, template_settings_from(c), template_sources(spawn_)),
-      manager_(pool_, manager_settings_from(c), {}, {}, pool::Catalog{&snapshots_, &templates_}) {}
+      egress_(egress_hosts_from(c)),
+      manager_(pool_, manager_settings_from(c), {}, {}, pool::Catalog{&snapshots_, &templates_}, &egress_) {}
 
 ServiceStack::~ServiceStack() { shutdown(); }
 
 void ServiceStack::shutdown() noexcept {
     manager_.shutdown();
+    egress_.shutdown();
     templates_.shutdown();
     pool_.shutdown();
 }

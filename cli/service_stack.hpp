@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "config/config.hpp"
+#include "pool/egress_service.hpp"
 #include "pool/golden_snapshot.hpp"
 #include "pool/sandbox_manager.hpp"
 #include "pool/snapshot_store.hpp"
@@ -47,6 +48,7 @@ private:
     pool::WarmPool pool_;
     pool::SnapshotStore snapshots_;
     pool::TemplateCatalog templates_;
+    pool::EgressService egress_;  // outlives the manager, whose sandboxes use it
     pool::SandboxManager manager_;
 };
 

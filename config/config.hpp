@@ -90,6 +90,11 @@ struct JailConfig {
     bool operator==(const JailConfig&) const = default;
 };
 
+struct EgressConfig {
+    std::vector<std::string> hosts;  // "name=address": the egress proxy's only name resolution
+    bool operator==(const EgressConfig&) const = default;
+};
+
 struct LogConfig {
     std::string level;   // trace|debug|info|warn|error
     std::string format;  // text|json
@@ -105,6 +110,7 @@ struct Config {
     SnapshotConfig snapshot;
     TemplateConfig template_;  // "template" in files, env and flags
     JailConfig jail;
+    EgressConfig egress;
     std::string data_dir;
     LogConfig log;
     bool operator==(const Config&) const = default;

@@ -418,6 +418,14 @@ const std::vector<KeySpec>& table() {
          .field = FORKVM_FIELD(jail.cpu_quota_percent),
          .min = 0,
          .max = 102400},
+        // --- egress ---------------------------------------------------------
+        {.name = "egress.hosts",
+         .env = "FORKVM_EGRESS_HOSTS",
+         .flag = "--egress-hosts",
+         .type = KeyType::list,
+         .help = "The egress proxy's name table, entries name=address (comma-separated); it never asks DNS, "
+                 "so sandboxes reach names only through this list",
+         .field = FORKVM_FIELD(egress.hosts)},
         // --- top level ------------------------------------------------------
         {.name = "data_dir",
          .env = "FORKVM_DATA_DIR",

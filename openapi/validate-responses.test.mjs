@@ -24,6 +24,12 @@ const sandbox = {
     env: {},
     user: '',
     template: null,
+    egress: {
+        allow: [],
+        deny: [],
+        allow_private: [],
+        limits: { max_connections: 16, max_bytes: 104857600, idle_timeout_ms: 30000, total_timeout_ms: 300000 },
+    },
 };
 
 function exchange(fields) {

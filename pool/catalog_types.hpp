@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "http_proxy/policy.hpp"
 #include "pool/sandbox_registry.hpp"
 #include "pool/warm_pool.hpp"
 
@@ -51,8 +52,9 @@ struct TemplateInfo {
     TemplatePoolSettings pool;
     TimePoint created{};
     TemplateState state = TemplateState::ready;
-    std::string error;  // why it failed
-    PoolStats stats;    // zero when failed
+    std::string error;          // why it failed
+    PoolStats stats;            // zero when failed
+    http_proxy::Policy egress;  // of the sandboxes made from it, unless they name their own
 };
 
 struct CreateTemplate {
@@ -60,6 +62,7 @@ struct CreateTemplate {
     std::string snapshot_id;
     std::optional<std::size_t> min_warm;
     std::optional<std::size_t> max_warm;
+    http_proxy::Policy egress;  // the empty policy allows nothing
 };
 
 struct UpdateTemplate {

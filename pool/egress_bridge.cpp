@@ -72,8 +72,9 @@ public:
 
 private:
     template <class M>
-    void to_agent(const M& message) {
-        if (const auto bridge = bridge_.lock()) bridge->send_to_agent(id_, message);
+    bool to_agent(const M& message) {
+        const auto bridge = bridge_.lock();
+        return bridge && bridge->send_to_agent(id_, message);
     }
 
     struct Pending {
@@ -97,7 +98,14 @@ private:
             proto::ProxyData frame;
             frame.data.assign(p.bytes.begin() + static_cast<std::ptrdiff_t>(p.offset),
                               p.bytes.begin() + static_cast<std::ptrdiff_t>(p.offset + n));
-            to_agent(frame);
+            if (!to_agent(frame)) {
+                // The channel is gone or backed up past its limit (a guest
+                // that does not read it): this stream ends here, unsent.
+                aborted_ = true;
+                queue_.clear();
+                if (connection_) connection_->abort("the agent channel is not taking proxy data");
+                break;
+            }
             p.offset += n;
             agent_window_ -= n;
             if (p.offset == p.bytes.size()) {
@@ -164,14 +172,21 @@ void EgressBridge::on_proxy_open(std::uint32_t stream, std::uint32_t initial_cre
     s->connection()->start();
 }
 
+std::shared_ptr<EgressBridge::Stream> EgressBridge::find_or_refuse(std::uint32_t stream) {
+    const std::lock_guard lock(mu_);
+    const auto it = streams_.find(stream);
+    if (it != streams_.end()) return it->second;
+    // A stream this host never opened: one the guest had open when it was
+    // forked or snapshotted (its connection stayed with the source), or a
+    // confused agent. The guest's client is told at once instead of waiting.
+    if (!closed_)
+        (void)agent_.send_proxy(stream, proto::ProxyClose{"no such proxy stream on this host", true});
+    return nullptr;
+}
+
 void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
-    std::shared_ptr<Stream> s;
-    {
-        const std::lock_guard lock(mu_);
-        const auto it = streams_.find(stream);
-        if (it == streams_.end()) return;
-        s = it->second;
-    }
+    const std::shared_ptr<Stream> s = find_or_refuse(stream);
+    if (!s) return;
     if (!s->take_client_bytes(data.size())) {
         // Beyond the credit we granted: that stream ends, nothing else does.
         s->agent_closed(true);
@@ -182,13 +197,8 @@ void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
 }
 
 void EgressBridge::on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) {
-    std::shared_ptr<Stream> s;
-    {
-        const std::lock_guard lock(mu_);
-        const auto it = streams_.find(stream);
-        if (it == streams_.end()) return;
-        s = it->second;
-    }
+    const std::shared_ptr<Stream> s = find_or_refuse(stream);
+    if (!s) return;
     s->add_agent_credit(bytes);
     forget_if_done(stream);  // the credit may have let our close go
 }
@@ -211,9 +221,20 @@ void EgressBridge::on_proxy_close(std::uint32_t stream, const proto::ProxyClose&
 }
 
 void EgressBridge::forget_if_done(std::uint32_t stream) {
+    std::function<void()> on_idle;
+    {
+        const std::lock_guard lock(mu_);
+        const auto it = streams_.find(stream);
+        if (it == streams_.end() || !it->second->done()) return;
+        streams_.erase(it);
+        if (streams_.empty() && !closed_) on_idle = on_idle_;
+    }
+    if (on_idle) on_idle();
+}
+
+void EgressBridge::set_on_idle(std::function<void()> on_idle) {
     const std::lock_guard lock(mu_);
-    const auto it = streams_.find(stream);
-    if (it != streams_.end() && it->second->done()) streams_.erase(it);
+    on_idle_ = std::move(on_idle);
 }
 
 void EgressBridge::close_all(const std::string& reason) {
@@ -221,6 +242,7 @@ void EgressBridge::close_all(const std::string& reason) {
     {
         const std::lock_guard lock(mu_);
         closed_ = true;
+        on_idle_ = nullptr;
         streams.swap(streams_);
     }
     for (auto& [id, s] : streams) s->connection()->abort(reason);

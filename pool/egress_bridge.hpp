@@ -8,6 +8,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,7 +38,11 @@ public:
     // call it before the client goes (the relays finish on their own time).
     // Afterwards new streams are refused.
     void close_all(const std::string& reason);
+    // Streams open (or ended here, waiting for the agent's close).
     [[nodiscard]] std::size_t open_streams() const;
+    // Called (on a transport thread, no lock held) each time the last open
+    // stream is forgotten; never after close_all().
+    void set_on_idle(std::function<void()> on_idle);
 
     void on_proxy_open(std::uint32_t stream, std::uint32_t initial_credit) override;
     void on_proxy_data(std::uint32_t stream, proto::Bytes data) override;
@@ -48,11 +53,14 @@ private:
     class Stream;
     friend class Stream;
     void forget_if_done(std::uint32_t stream);
+    // The stream, or nullptr after telling the agent to abort it (unknown here).
+    std::shared_ptr<Stream> find_or_refuse(std::uint32_t stream);
     // Every frame to the agent goes through here: nothing once closed.
+    // False when it was not sent (closed, or the channel refused it).
     template <class M>
-    void send_to_agent(std::uint32_t stream, const M& message) {
+    bool send_to_agent(std::uint32_t stream, const M& message) {
         const std::lock_guard lock(mu_);
-        if (!closed_) (void)agent_.send_proxy(stream, message);
+        return !closed_ && agent_.send_proxy(stream, message);
     }
 
     vmm::AgentClient& agent_;
@@ -61,6 +69,7 @@ private:
     mutable std::mutex mu_;
     std::map<std::uint32_t, std::shared_ptr<Stream>> streams_;
     bool closed_ = false;
+    std::function<void()> on_idle_;
 };
 
 }  // namespace forkvm::pool

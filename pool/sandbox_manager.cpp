@@ -198,19 +198,30 @@ void validate(const ManagerSettings& settings) {
 
 struct SandboxManager::Entry {
     Entry(std::string id_in, std::string owner_in, EnvMap env_in, std::string user_in,
-          std::string template_in, LeasedVm vm_in)
+          std::string template_in, std::shared_ptr<const http_proxy::Policy> egress_in, LeasedVm vm_in)
         : id(std::move(id_in)),
           owner(std::move(owner_in)),
           env(std::move(env_in)),
           user(std::move(user_in)),
           template_name(std::move(template_in)),
+          egress(std::move(egress_in)),
           vm(std::move(vm_in)) {}
+    ~Entry() {
+        // The bridge uses the VM's agent client: it stops before the VM goes.
+        if (bridge) bridge->close_all("the sandbox is gone");
+    }
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
 
     const std::string id;
     const std::string owner;
     const EnvMap env;
     const std::string user;
     const std::string template_name;
+    const std::shared_ptr<const http_proxy::Policy> egress;
+    // Carries the guest's proxied connections; set before the entry is
+    // published, null without an egress service.
+    std::shared_ptr<EgressBridge> bridge;
 
     std::mutex mutex;
     std::condition_variable cv;
@@ -231,6 +242,7 @@ using Entry = SandboxManager::Entry;
 
 // Destroys the VM (outside the entry lock), keeping its last console bytes.
 void destroy_vm(Entry& e, LeasedVm vm) noexcept {
+    if (e.bridge) e.bridge->close_all("the sandbox is gone");
     std::string tail = vm ? vm->console_tail() : std::string();
     vm.release();
     {
@@ -322,8 +334,11 @@ public:
     ForkGate(Entry& e, std::chrono::milliseconds wait) : e_(e) {
         std::unique_lock lock(e.mutex);
         ++e.fork_waiters;
-        const bool idle =
-            e.cv.wait_for(lock, wait, [&] { return e.closed || (e.agent_calls == 0 && !e.forking); });
+        // A proxied connection counts like a call: its stream lives in the
+        // agent, and a clone would hold a connection its host does not have.
+        const auto proxied = [&] { return e.bridge ? e.bridge->open_streams() : std::size_t{0}; };
+        const bool idle = e.cv.wait_for(
+            lock, wait, [&] { return e.closed || (e.agent_calls == 0 && !e.forking && proxied() == 0); });
         --e.fork_waiters;
         if (e.closed) {
             lock.unlock();
@@ -331,11 +346,14 @@ public:
             throw *e.closed;
         }
         if (!idle) {
+            const std::string what = e.agent_calls > 0 || e.forking
+                                         ? "calls still running"
+                                         : std::to_string(proxied()) + " proxied connection(s) still open";
             lock.unlock();
             e.cv.notify_all();  // calls queued behind this fork may go now
-            throw ServiceError(ErrorCode::conflict, "sandbox busy: calls still running after " +
-                                                        std::to_string(wait.count()) +
-                                                        " ms; retry when idle");
+            throw ServiceError(
+                ErrorCode::conflict,
+                "sandbox busy: " + what + " after " + std::to_string(wait.count()) + " ms; retry when idle");
         }
         e.forking = true;
     }
@@ -364,9 +382,10 @@ private:
 // ---- SandboxManager ---------------------------------------------------------
 
 SandboxManager::SandboxManager(WarmPool& pool, ManagerSettings settings, SandboxRegistry::Clock clock,
-                               IdGenerator make_id, Catalog catalog)
+                               IdGenerator make_id, Catalog catalog, EgressService* egress)
     : pool_(pool),
       catalog_(catalog),
+      egress_(egress),
       settings_((validate(settings), settings)),
       make_id_(make_id ? std::move(make_id) : IdGenerator([] {
           // "sb-" + 20 hex digits (80 random bits), as the API promises.
@@ -380,6 +399,22 @@ SandboxManager::SandboxManager(WarmPool& pool, ManagerSettings settings, Sandbox
 }
 
 SandboxManager::~SandboxManager() { shutdown(); }
+
+std::shared_ptr<SandboxManager::Entry> SandboxManager::make_entry(
+    const std::string& id, const std::string& owner, const EnvMap& env, const std::string& user,
+    const std::string& template_name, std::shared_ptr<const http_proxy::Policy> egress, LeasedVm vm) {
+    auto entry = std::make_shared<Entry>(id, owner, env, user, template_name, egress, std::move(vm));
+    if (egress_ == nullptr) return entry;
+    entry->bridge = egress_->attach(entry->vm->agent(), std::move(egress), id);
+    // A fork waiting for proxied connections to end hears when the last one does.
+    entry->bridge->set_on_idle([weak = std::weak_ptr<Entry>(entry)] {
+        if (const auto e = weak.lock()) {
+            { const std::lock_guard lock(e->mutex); }
+            e->cv.notify_all();
+        }
+    });
+    return entry;
+}
 
 void SandboxManager::sweeper_loop() {
     std::unique_lock lock(mutex_);
@@ -459,6 +494,7 @@ Sandbox SandboxManager::to_sandbox(SandboxInfo info) {
             out.env = it->second->env;
             out.user = it->second->user;
             out.template_name = it->second->template_name;
+            out.egress = *it->second->egress;
         }
     }
     out.info = std::move(info);
@@ -493,13 +529,21 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
         const std::lock_guard lock(mutex_);
         if (stopping_) throw unavailable();
     }
+    // The request's policy, else the template's; the default pool's is empty (nothing allowed).
+    auto egress = std::make_shared<const http_proxy::Policy>(
+        request.egress
+            ? *request.egress
+            : (request.template_name.empty() ? http_proxy::Policy()
+                                             : templates().get(owner, request.template_name).egress));
     const std::string id = make_id_();
     SandboxInfo info = registry_.create(id, owner, request.ttl, request.labels);
-    LeasedVm vm;
+    std::shared_ptr<Entry> entry;
     try {
         // The sandbox id becomes the guest's hostname as the VM resumes.
-        vm = request.template_name.empty() ? pool_.lease(id)
-                                           : templates().lease(owner, request.template_name, id);
+        LeasedVm vm = request.template_name.empty() ? pool_.lease(id)
+                                                    : templates().lease(owner, request.template_name, id);
+        entry =
+            make_entry(id, owner, request.env, request.user, request.template_name, egress, std::move(vm));
     } catch (const ServiceError&) {
         registry_.erase(id);
         throw;
@@ -507,8 +551,6 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
         registry_.erase(id);
         throw ServiceError::internal(std::string("lease failed: ") + ex.what());
     }
-    auto entry =
-        std::make_shared<Entry>(id, owner, request.env, request.user, request.template_name, std::move(vm));
     bool inserted = false;
     {
         const std::lock_guard lock(mutex_);
@@ -538,6 +580,7 @@ Sandbox SandboxManager::create(const std::string& owner, const CreateSandbox& re
     out.env = request.env;
     out.user = request.user;
     out.template_name = request.template_name;
+    out.egress = *egress;
     return out;
 }
 
@@ -805,8 +848,8 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
                 throw;
             }
             clone_gauge_->fetch_add(1);
-            auto clone = std::make_shared<Entry>(clone_id, owner, e->env, e->user, e->template_name,
-                                                 LeasedVm(std::move(vm), clone_gauge_));
+            auto clone = make_entry(clone_id, owner, e->env, e->user, e->template_name, e->egress,
+                                    LeasedVm(std::move(vm), clone_gauge_));
             made.push_back(clone);  // undo() destroys it from here on
             {
                 const std::lock_guard lock(mutex_);
@@ -822,6 +865,7 @@ std::vector<Sandbox> SandboxManager::fork(const std::string& owner, const std::s
             sandbox.env = e->env;
             sandbox.user = e->user;
             sandbox.template_name = e->template_name;
+            sandbox.egress = *e->egress;
             out.push_back(std::move(sandbox));
         }
     } catch (const ServiceError&) {
@@ -1029,6 +1073,7 @@ ServiceStats SandboxManager::stats() {
     s.execs = execs_;
     s.exec_latency_sum_us = exec_latency_sum_us_;
     s.exec_latency_buckets = exec_buckets_;
+    if (egress_ != nullptr) s.egress = egress_->stats();
     return s;
 }
 

@@ -33,6 +33,7 @@
 #include <unordered_map>
 
 #include "pool/agent_error_mapping.hpp"
+#include "pool/egress_service.hpp"
 #include "pool/host_memory.hpp"
 #include "pool/sandbox_registry.hpp"
 #include "pool/sandbox_service.hpp"
@@ -76,9 +77,11 @@ public:
 
     // `pool` must outlive the manager. `clock` drives the registry's TTLs
     // (default: the system clock). `make_id` names sandboxes (default: "sb-"
-    // plus 20 random hex digits). Starts the sweeper thread.
+    // plus 20 random hex digits). `egress` carries the sandboxes' proxied
+    // connections (null: every one is refused by the agent client, 403);
+    // it must outlive the manager. Starts the sweeper thread.
     SandboxManager(WarmPool& pool, ManagerSettings settings, SandboxRegistry::Clock clock = {},
-                   IdGenerator make_id = {}, Catalog catalog = {});
+                   IdGenerator make_id = {}, Catalog catalog = {}, EgressService* egress = nullptr);
     ~SandboxManager() override;
 
     Sandbox create(const std::string& owner, const CreateSandbox& request) override;
@@ -155,6 +158,11 @@ private:
     void record_exec(std::chrono::steady_clock::duration latency);
     void record_fork(std::chrono::steady_clock::duration latency);
     void sweeper_loop();
+    // A new Entry for a VM just leased or forked, with its egress bridge
+    // installed on the VM's agent channel.
+    std::shared_ptr<Entry> make_entry(const std::string& id, const std::string& owner, const EnvMap& env,
+                                      const std::string& user, const std::string& template_name,
+                                      std::shared_ptr<const http_proxy::Policy> egress, LeasedVm vm);
     // Throws insufficient_memory when the host is below min_free_memory.
     void check_host_memory() const;
 
@@ -163,6 +171,7 @@ private:
 
     WarmPool& pool_;
     const Catalog catalog_;
+    EgressService* const egress_;
     const ManagerSettings settings_;
     IdGenerator make_id_;
     SandboxRegistry::Clock clock_;  // the registry's; the sweeper asks it what "now" is

@@ -35,7 +35,9 @@
 #include <vector>
 
 #include "guest/protocol/messages.hpp"
+#include "http_proxy/policy.hpp"
 #include "pool/catalog_types.hpp"
+#include "pool/egress_stats.hpp"
 #include "pool/sandbox_registry.hpp"
 #include "pool/warm_pool.hpp"
 #include "vmm/agent_client.hpp"
@@ -50,6 +52,7 @@ struct Sandbox {
     EnvMap env;                 // default environment of every exec (exec's own env wins)
     std::string user;           // default user of every exec ("" = the agent's default)
     std::string template_name;  // the template it was created from ("" = the default pool)
+    http_proxy::Policy egress;  // what its code may reach through the proxy (docs/egress.md)
     bool operator==(const Sandbox&) const = default;
 };
 
@@ -59,6 +62,9 @@ struct CreateSandbox {
     Labels labels;
     EnvMap env;
     std::string user;
+    // nullopt = the template's policy (the empty policy, which allows
+    // nothing, for the default pool). Clones of a fork keep their source's.
+    std::optional<http_proxy::Policy> egress;
 };
 
 struct ForkSandbox {
@@ -106,6 +112,7 @@ struct ServiceStats {
     std::uint64_t execs = 0;
     std::uint64_t exec_latency_sum_us = 0;
     std::array<std::uint64_t, lease_latency_bounds_us.size() + 1> exec_latency_buckets{};  // same bounds
+    EgressStats egress;
 };
 
 class SandboxService {

@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kTemplateFileFormat = 1;
-constexpr std::size_t kMaxTemplateFileSize = 64 * 1024;
+// Room for the largest egress policy the API accepts.
+constexpr std::size_t kMaxTemplateFileSize = 4 * 1024 * 1024;
 
 std::int64_t to_unix_ms(TimePoint t) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -116,6 +117,7 @@ void TemplateCatalog::persist(const Record& record) const {
     j["min_warm"] = record.pool.min_warm;
     j["max_warm"] = record.pool.max_warm;
     j["created_unix_ms"] = to_unix_ms(record.created);
+    j["egress"] = record.egress.to_json();
     const std::string text = j.dump(2) + "\n";
     snapshot::write_file_atomic((fs::path(settings_.root) / (record.id + ".json")).string(),
                                 std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
@@ -143,6 +145,9 @@ void TemplateCatalog::load_existing() {
             record.pool = {j.at("min_warm").get<std::size_t>(), j.at("max_warm").get<std::size_t>()};
             record.created =
                 TimePoint(std::chrono::milliseconds(j.at("created_unix_ms").get<std::int64_t>()));
+            // Absent in files written before templates had a policy: the empty one.
+            if (const auto it = j.find("egress"); it != j.end())
+                record.egress = http_proxy::Policy::parse(*it);
             check_template_name(record.name);
             if (record.id + ".json" != path.filename().string())
                 throw std::runtime_error("id does not match the file");
@@ -175,6 +180,7 @@ TemplateInfo TemplateCatalog::info_of(const Live& live) {
     info.owner = live.record.owner;
     info.snapshot_id = live.record.snapshot_id;
     info.created = live.record.created;
+    info.egress = live.record.egress;
     std::shared_ptr<PoolHandle> handle;
     {
         const std::lock_guard lock(live.mutex);
@@ -209,6 +215,7 @@ TemplateInfo TemplateCatalog::create(const std::string& owner, const CreateTempl
         request.max_warm.value_or(std::max(settings_.defaults.max_warm, request.min_warm.value_or(0))));
     record.created =
         std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    record.egress = request.egress;
     const Key key{owner, request.name};
     {
         const std::lock_guard lock(mutex_);

@@ -83,6 +83,7 @@ private:
         std::string snapshot_id;
         TemplatePoolSettings pool;
         TimePoint created{};
+        http_proxy::Policy egress;
     };
     // A pool and the source it forks from, destroyed in that order.
     struct PoolHandle {

@@ -51,6 +51,7 @@ Json sandbox_json(const pool::Sandbox& sandbox) {
     for (const auto& [k, v] : sandbox.env) out["env"][k] = v;
     out["user"] = sandbox.user;
     out["template"] = sandbox.template_name.empty() ? Json(nullptr) : Json(sandbox.template_name);
+    out["egress"] = sandbox.egress.to_json();
     return out;
 }
 
@@ -164,6 +165,7 @@ Json template_json(const pool::TemplateInfo& info) {
     out["min_warm"] = info.pool.min_warm;
     out["max_warm"] = info.pool.max_warm;
     out["pool"] = pool_stats_json(info.stats);
+    out["egress"] = info.egress.to_json();
     return out;
 }
 

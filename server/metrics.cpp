@@ -108,6 +108,18 @@ std::string ServerMetrics::render(const pool::ServiceStats& stats) const {
     counter(out, "forkvm_sandboxes_created_total", "Sandboxes created.", stats.sandboxes_created);
     counter(out, "forkvm_sandboxes_expired_total", "Sandboxes expired by their TTL.",
             stats.sandboxes_expired);
+    const auto& e = stats.egress;
+    out +=
+        "# HELP forkvm_egress_decisions_total Proxied connections by decision: allowed, denied (403 by "
+        "the policy or the address check), refused (any other proxy error).\n";
+    out += "# TYPE forkvm_egress_decisions_total counter\n";
+    out += fmt::format("forkvm_egress_decisions_total{{decision=\"allowed\"}} {}\n", e.allowed);
+    out += fmt::format("forkvm_egress_decisions_total{{decision=\"denied\"}} {}\n", e.denied);
+    out += fmt::format("forkvm_egress_decisions_total{{decision=\"refused\"}} {}\n", e.refused);
+    out += "# HELP forkvm_egress_bytes_total Bytes relayed by the egress proxy, by direction.\n";
+    out += "# TYPE forkvm_egress_bytes_total counter\n";
+    out += fmt::format("forkvm_egress_bytes_total{{direction=\"upstream\"}} {}\n", e.bytes_to_upstream);
+    out += fmt::format("forkvm_egress_bytes_total{{direction=\"guest\"}} {}\n", e.bytes_to_guest);
     return out;
 }
 

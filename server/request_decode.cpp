@@ -39,11 +39,26 @@ void check_env(const pool::EnvMap& env) {
     }
 }
 
+// The "egress" field: a policy document (docs/egress.md), errors naming
+// the field inside it ("egress.allow[0].ports[1]").
+std::optional<http_proxy::Policy> egress_of(const nlohmann::json& body) {
+    const auto it = body.find("egress");
+    if (it == body.end()) return std::nullopt;
+    try {
+        return http_proxy::Policy::parse(*it);
+    } catch (const http_proxy::PolicyError& e) {
+        const std::string message = e.what();
+        const std::string prefix = e.path().empty() ? std::string() : e.path() + ": ";
+        throw ServiceError::invalid_argument(e.path().empty() ? "egress" : "egress." + e.path(),
+                                             message.substr(prefix.size()));
+    }
+}
+
 }  // namespace
 
 pool::CreateSandbox decode_create(std::string_view text) {
     const auto body = json_input::parse_object(text, true);
-    json_input::reject_unknown(body, {"template", "ttl_ms", "labels", "env", "user"});
+    json_input::reject_unknown(body, {"template", "ttl_ms", "labels", "env", "user", "egress"});
     pool::CreateSandbox request;
     request.template_name = get_string(body, "template").value_or("");
     if (body.contains("template")) pool::check_template_name(request.template_name);
@@ -52,6 +67,7 @@ pool::CreateSandbox decode_create(std::string_view text) {
     request.env = get_string_map(body, "env").value_or(pool::EnvMap{});
     check_env(request.env);
     request.user = get_string(body, "user").value_or("");
+    request.egress = egress_of(body);
     return request;
 }
 
@@ -77,7 +93,7 @@ std::optional<std::size_t> pool_size(const nlohmann::json& body, const std::stri
 
 pool::CreateTemplate decode_create_template(std::string_view text) {
     const auto body = json_input::parse_object(text, false);
-    json_input::reject_unknown(body, {"name", "snapshot_id", "min_warm", "max_warm"});
+    json_input::reject_unknown(body, {"name", "snapshot_id", "min_warm", "max_warm", "egress"});
     pool::CreateTemplate request;
     request.name = get_string(body, "name").value_or("");
     pool::check_template_name(request.name);
@@ -85,6 +101,7 @@ pool::CreateTemplate decode_create_template(std::string_view text) {
     if (request.snapshot_id.empty()) throw ServiceError::invalid_argument("snapshot_id", "is required");
     request.min_warm = pool_size(body, "min_warm");
     request.max_warm = pool_size(body, "max_warm");
+    request.egress = egress_of(body).value_or(http_proxy::Policy());
     return request;
 }
 

@@ -747,6 +747,17 @@ void AgentClient::handle_proxy_frame(std::uint32_t stream, proto::Message&& mess
         if (state_ == State::broken || state_ == State::closed) return;
         handler = proxy_handler_;
     }
+    try {
+        dispatch_proxy_frame(handler.get(), stream, std::move(message));
+    } catch (const std::exception&) {
+        // The handler failed (out of memory at worst) on the reader thread:
+        // that stream ends, the channel and every other stream go on.
+        (void)send_proxy(stream, proto::ProxyClose{"the host failed this stream", true});
+    }
+}
+
+void AgentClient::dispatch_proxy_frame(ProxyStreamHandler* handler, std::uint32_t stream,
+                                       proto::Message&& message) {
     if (auto* open = std::get_if<proto::ProxyOpen>(&message)) {
         if (handler) return handler->on_proxy_open(stream, open->initial_credit);
         const std::string refusal = no_egress_response();

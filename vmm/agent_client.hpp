@@ -262,6 +262,7 @@ private:
 
     // Routes a proxy_* frame (no lock held on entry).
     void handle_proxy_frame(std::uint32_t stream, proto::Message&& message);
+    void dispatch_proxy_frame(ProxyStreamHandler* handler, std::uint32_t stream, proto::Message&& message);
     // Registers a request under a fresh id and queues its first frame.
     template <class M>
     std::shared_ptr<Pending> start(int op, const M& message, std::uint32_t initial_credit = 0,

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "http_proxy/egress_relay.hpp"
+#include "tests/support/loopback.hpp"
 
 using namespace forkvm::http_proxy;
 using namespace std::chrono_literals;
@@ -76,55 +77,9 @@ private:
 };
 
 // One loopback listener whose first connection is served by `serve(fd)`.
-class Upstream {
-public:
-    explicit Upstream(std::function<void(int)> serve) {
-        listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-        REQUIRE(::listen(listen_fd_, 4) == 0);
-        REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-        port_ = ntohs(a.sin_port);
-        thread_ = std::thread([this, serve = std::move(serve)] {
-            const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd < 0) return;
-            serve(fd);
-            ::close(fd);
-        });
-    }
-    ~Upstream() {
-        ::shutdown(listen_fd_, SHUT_RDWR);
-        thread_.join();
-        ::close(listen_fd_);
-    }
-    Upstream(const Upstream&) = delete;
-    Upstream& operator=(const Upstream&) = delete;
-    [[nodiscard]] std::uint16_t port() const { return port_; }
-
-private:
-    int listen_fd_ = -1;
-    std::uint16_t port_ = 0;
-    std::thread thread_;
-};
-
-std::string read_until_eof(int fd) {
-    std::string out;
-    char buf[4096];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-    return out;
-}
-
-void write_all(int fd, std::string_view bytes) {
-    while (!bytes.empty()) {
-        const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-        if (n <= 0) return;
-        bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-}
+using forkvm::test::read_until_eof;
+using forkvm::test::write_all;
+using Upstream = forkvm::test::OneConnectionServer;
 
 // An io_context running on its own thread for the relay.
 struct Relay {

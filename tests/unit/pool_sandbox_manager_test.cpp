@@ -38,6 +38,7 @@
 #include "pool/service_error.hpp"
 #include "pool/warm_pool.hpp"
 #include "tests/support/fake_snapshot.hpp"
+#include "tests/support/loopback.hpp"
 #include "vmm/agent_client.hpp"
 
 using namespace std::chrono_literals;
@@ -68,6 +69,9 @@ struct World {
     std::map<std::string, std::string> identities;  // vm id -> identity given at resume
     bool snapshot_fails = false;
     std::map<std::string, std::string> stop_reasons;  // vm id -> what PooledVm::stop_reason says
+    // The agent of the next VM made listens for egress proxy clients here
+    // (one VM only: the port is the test's own).
+    std::uint16_t proxy_port = 0;
 
     bool was_destroyed(const std::string& vm_id) {
         const std::lock_guard lock(mutex);
@@ -97,6 +101,11 @@ std::string current_user() {
 class AgentVm final : public pool::PooledVm {
 public:
     AgentVm(World& world, std::string id) : world_(world), id_(std::move(id)) {
+        forkvm::agent::Options options = forkvm::agent::testing::test_options();
+        {
+            const std::lock_guard lock(world_.mutex);
+            options.proxy_port = std::exchange(world_.proxy_port, 0);
+        }
         int sv[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
             throw std::runtime_error("socketpair");
@@ -111,7 +120,7 @@ public:
             // channels: a copy kept open here would hide their EOF.
             if (::dup2(sv[1], 3) != 3) ::_exit(120);
             for (int fd = 4; fd < 4096; ++fd) ::close(fd);
-            ::_exit(forkvm::agent::serve(3, forkvm::agent::testing::test_options()));
+            ::_exit(forkvm::agent::serve(3, options));
         }
         ::close(sv[1]);
         client_ = std::make_unique<vmm::AgentClient>(forkvm::UniqueFd(sv[0]));
@@ -901,12 +910,25 @@ TEST_CASE("pool: manager snapshots a sandbox through the fork gate, templates le
     CHECK(error_of([&] { (void)m.snapshot("alice", src, {}); }).code() == ErrorCode::rate_limited);
 
     // A template, and a sandbox from it (its VM comes from the template's pool).
-    const auto tpl = m.create_template("alice", {"tpl", snap.id, 1, 2});
+    // Its egress policy goes to each sandbox made from it, unless the sandbox names its own.
+    const auto tpl_policy = forkvm::http_proxy::Policy::parse(
+        nlohmann::json::parse(R"({"allow": [{"domain": "pypi.org", "ports": [443]}]})"));
+    const auto tpl = m.create_template("alice", {"tpl", snap.id, 1, 2, tpl_policy});
     CHECK(tpl.state == pool::TemplateState::ready);
+    CHECK(tpl.egress == tpl_policy);
     pool::CreateSandbox from;
     from.template_name = "tpl";
     const auto sb = m.create("alice", from);
     CHECK(sb.template_name == "tpl");
+    CHECK(sb.egress == tpl_policy);
+    CHECK(m.get("alice", sb.info.id).egress == tpl_policy);
+    {
+        pool::CreateSandbox own = from;
+        own.egress = forkvm::http_proxy::Policy();
+        const auto sb2 = m.create("alice", own);
+        CHECK(m.get("alice", sb2.info.id).egress == forkvm::http_proxy::Policy());
+        m.remove("alice", sb2.info.id);
+    }
     {
         // Its VM resumed with the sandbox id as its identity (hostname).
         const std::string vm = vm_of(m, "alice", sb.info.id);
@@ -931,4 +953,73 @@ TEST_CASE("pool: manager snapshots a sandbox through the fork gate, templates le
     CHECK(m.exec_buffered("alice", sb.info.id, sh("echo alive"), {}).stdout_data == "alive\n");
     m.remove_snapshot("alice", snap.id);
     m.remove("alice", sb.info.id);
+}
+
+TEST_CASE(
+    "pool: a sandbox's egress policy carries its proxied connections, and a fork waits for them to end") {
+    World world;
+    const std::uint16_t proxy = forkvm::test::unused_loopback_port();
+    world.proxy_port = proxy;  // the first VM's agent: the one the sandbox leases
+    FakeClock clock;
+    FakeVmSource source(world);
+    pool::PoolSettings ps = pool_settings();
+    ps.max_warm = 1;
+    pool::WarmPool warm(source, ps);
+    pool::EgressService egress(forkvm::http_proxy::HostsMap::parse({"up.test=127.0.0.1"}));
+    pool::ManagerSettings ms = manager_settings();
+    ms.fork_wait = 1500ms;
+    SandboxManager m(warm, ms, clock.clock(), {}, {}, &egress);
+    REQUIRE(warm.wait_warm(1, 10s));
+
+    forkvm::test::OneConnectionServer upstream(forkvm::test::OneConnectionServer::answering(
+        [](const std::string& got) { return "upstream saw " + got; }));
+    const std::string port = std::to_string(upstream.port());
+    pool::CreateSandbox req;
+    req.egress = forkvm::http_proxy::Policy::parse(nlohmann::json::parse(
+        R"({"allow": [{"domain": "up.test", "ports": [)" + port + R"(]}], "allow_private": ["127.0.0.1"]})"));
+    const pool::Sandbox sb = m.create("alice", req);
+    CHECK(sb.egress == *req.egress);
+    CHECK(m.get("alice", sb.info.id).egress == *req.egress);
+
+    // Not in the policy: the proxy's own 403, counted as denied.
+    const std::string refused =
+        forkvm::test::proxy_client(proxy, "CONNECT other.test:443 HTTP/1.1\r\n\r\n", true);
+    CHECK(refused.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+
+    // Allowed: a tunnel to the upstream, held open.
+    forkvm::test::LoopbackClient client(proxy);
+    client.send("CONNECT up.test:" + port + " HTTP/1.1\r\n\r\n");
+    CHECK(client.read_until("\r\n\r\n") == "HTTP/1.1 200 Connection established\r\n\r\n");
+    client.send("hello");
+
+    // A fork cannot take the guest with a connection its clone's host would not have.
+    const ServiceError busy = error_of([&] { (void)m.fork("alice", sb.info.id, {}); });
+    CHECK(busy.code() == ErrorCode::conflict);
+    CHECK(busy.message().find("1 proxied connection(s) still open") != std::string::npos);
+
+    // A fork that waits goes ahead once the connection ends.
+    std::vector<pool::Sandbox> clones;
+    std::thread forker([&] { clones = m.fork("alice", sb.info.id, {}); });
+    std::this_thread::sleep_for(200ms);
+    client.shutdown_write();
+    CHECK(client.read_to_eof() == "upstream saw hello");
+    forker.join();
+    REQUIRE(clones.size() == 1U);
+    CHECK(clones[0].egress == *req.egress);
+    CHECK(m.get("alice", clones[0].info.id).egress == *req.egress);
+
+    const pool::EgressStats stats = m.stats().egress;
+    CHECK(stats.allowed == 1U);
+    CHECK(stats.denied == 1U);
+    CHECK(stats.refused == 0U);
+    CHECK(stats.bytes_to_upstream == 5U);
+    CHECK(stats.bytes_to_guest == std::string("upstream saw hello").size());
+
+    // Deleting the sandbox ends its open connections (the agent goes with the VM).
+    forkvm::test::LoopbackClient late(proxy);
+    late.send("CONNECT up.test:" + port + " HTTP/1.1\r\n\r\n");
+    m.remove("alice", sb.info.id);
+    CHECK(late.read_to_eof().find("<timeout>") == std::string::npos);
+    m.shutdown();
+    warm.shutdown();
 }

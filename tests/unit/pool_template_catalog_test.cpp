@@ -125,7 +125,7 @@ struct World {
 TEST_CASE("templates: create warms a pool, lease takes from it, list/get per owner") {
     World w;
     const auto snap = w.snapshot("alice");
-    const auto info = w.catalog->create("alice", {"py", snap, 2, 3});
+    const auto info = w.catalog->create("alice", {"py", snap, 2, 3, {}});
     CHECK(info.name == "py");
     CHECK(info.state == TemplateState::ready);
     CHECK(info.pool.min_warm == 2U);
@@ -148,38 +148,38 @@ TEST_CASE("templates: create warms a pool, lease takes from it, list/get per own
 TEST_CASE("templates: bad requests are refused with the field at fault") {
     World w;
     const auto snap = w.snapshot("alice");
-    CHECK(field_of([&] { w.catalog->create("alice", {"Bad Name", snap, {}, {}}); }) == "name");
-    CHECK(field_of([&] { w.catalog->create("alice", {"", snap, {}, {}}); }) == "name");
-    CHECK(field_of([&] { w.catalog->create("alice", {std::string(64, 'a'), snap, {}, {}}); }) == "name");
-    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 3, 2}); }) == "min_warm");
-    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 0, 5}); }) == "max_warm");
-    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 0, 0}); }) == "max_warm");
+    CHECK(field_of([&] { w.catalog->create("alice", {"Bad Name", snap, {}, {}, {}}); }) == "name");
+    CHECK(field_of([&] { w.catalog->create("alice", {"", snap, {}, {}, {}}); }) == "name");
+    CHECK(field_of([&] { w.catalog->create("alice", {std::string(64, 'a'), snap, {}, {}, {}}); }) == "name");
+    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 3, 2, {}}); }) == "min_warm");
+    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 0, 5, {}}); }) == "max_warm");
+    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, 0, 0, {}}); }) == "max_warm");
     CHECK(code_of([&] {
-              w.catalog->create("alice", {"ok", "snap-0000000000000000", {}, {}});
+              w.catalog->create("alice", {"ok", "snap-0000000000000000", {}, {}, {}});
           }) == ErrorCode::not_found);
-    CHECK(code_of([&] { w.catalog->create("bob", {"ok", snap, {}, {}}); }) == ErrorCode::not_found);
+    CHECK(code_of([&] { w.catalog->create("bob", {"ok", snap, {}, {}, {}}); }) == ErrorCode::not_found);
     {
         const std::lock_guard lock(w.log.mutex);
         w.log.refuse = true;
     }
-    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, {}, {}}); }) == "snapshot_id");
+    CHECK(field_of([&] { w.catalog->create("alice", {"ok", snap, {}, {}, {}}); }) == "snapshot_id");
     CHECK(w.snapshots->get("alice", snap).templates.empty());  // the failed create unpinned it
     {
         const std::lock_guard lock(w.log.mutex);
         w.log.refuse = false;
     }
-    (void)w.catalog->create("alice", {"ok", snap, 0, 1});
-    CHECK(code_of([&] { w.catalog->create("alice", {"ok", snap, 0, 1}); }) == ErrorCode::conflict);
-    (void)w.catalog->create("alice", {"ok2", snap, 0, 1});
-    (void)w.catalog->create("alice", {"ok3", snap, 0, 1});
-    CHECK(code_of([&] { w.catalog->create("alice", {"ok4", snap, 0, 1}); }) == ErrorCode::rate_limited);
+    (void)w.catalog->create("alice", {"ok", snap, 0, 1, {}});
+    CHECK(code_of([&] { w.catalog->create("alice", {"ok", snap, 0, 1, {}}); }) == ErrorCode::conflict);
+    (void)w.catalog->create("alice", {"ok2", snap, 0, 1, {}});
+    (void)w.catalog->create("alice", {"ok3", snap, 0, 1, {}});
+    CHECK(code_of([&] { w.catalog->create("alice", {"ok4", snap, 0, 1, {}}); }) == ErrorCode::rate_limited);
     CHECK(fs::exists(w.root.path / "templates"));
 }
 
 TEST_CASE("templates: delete drains the pool, leased VMs live on, the snapshot is unpinned") {
     World w;
     const auto snap = w.snapshot("alice");
-    (void)w.catalog->create("alice", {"py", snap, 2, 2});
+    (void)w.catalog->create("alice", {"py", snap, 2, 2, {}});
     CHECK(w.wait_live(2));
     auto leased = w.catalog->lease("alice", "py");
     CHECK(w.wait_live(3));
@@ -200,7 +200,7 @@ TEST_CASE("templates: delete drains the pool, leased VMs live on, the snapshot i
 TEST_CASE("templates: update resizes the pool over the same zygote") {
     World w;
     const auto snap = w.snapshot("alice");
-    (void)w.catalog->create("alice", {"py", snap, 1, 2});
+    (void)w.catalog->create("alice", {"py", snap, 1, 2, {}});
     CHECK(w.wait_live(1));
     auto info = w.catalog->update("alice", "py", {3, 4});
     CHECK(info.pool.min_warm == 3U);
@@ -217,8 +217,11 @@ TEST_CASE("templates: update resizes the pool over the same zygote") {
 TEST_CASE("templates: a restart reopens templates, one that cannot be restored is failed until updated") {
     World w;
     const auto snap = w.snapshot("alice");
-    (void)w.catalog->create("alice", {"py", snap, 1, 2});
-    (void)w.catalog->create("alice", {"js", snap, 0, 1});
+    // py's egress policy is kept with it; js has none (the empty policy).
+    const auto policy = forkvm::http_proxy::Policy::parse(
+        nlohmann::json::parse(R"({"allow": [{"domain": "*.pypi.org", "ports": [443]}]})"));
+    CHECK(w.catalog->create("alice", {"py", snap, 1, 2, policy}).egress == policy);
+    (void)w.catalog->create("alice", {"js", snap, 0, 1, {}});
     CHECK(w.wait_live(1));
     w.catalog.reset();  // "restart"
     CHECK(w.wait_live(0));
@@ -228,6 +231,8 @@ TEST_CASE("templates: a restart reopens templates, one that cannot be restored i
     CHECK(list[0].name == "js");
     CHECK(list[1].name == "py");
     CHECK(list[1].state == TemplateState::ready);
+    CHECK(list[1].egress == policy);
+    CHECK(list[0].egress == forkvm::http_proxy::Policy());
     CHECK(w.wait_live(1));
     CHECK(w.snapshots->get("alice", snap).templates.size() == 2U);
 

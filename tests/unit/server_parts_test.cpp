@@ -90,6 +90,23 @@ TEST_CASE("server: create, fork, mkdir, move and list inputs") {
     CHECK(field_of([] { decode_create(R"({"ttl_ms":-1})"); }) == "ttl_ms");
     CHECK(field_of([] { decode_create(R"({"labels":{"a":1}})"); }) == "labels");
     CHECK(field_of([] { decode_create(R"({"user":5})"); }) == "user");
+    // An egress policy is checked whole; an error names the field inside it.
+    CHECK_FALSE(decode_create("{}").egress);
+    const auto with_policy = decode_create(
+        R"({"egress":{"allow":[{"domain":"*.pypi.org","ports":[443]}],"limits":{"max_connections":4}}})");
+    REQUIRE(with_policy.egress);
+    CHECK(with_policy.egress->allow().size() == 1U);
+    CHECK(with_policy.egress->limits().max_connections == 4U);
+    CHECK(decode_create(R"({"egress":{}})").egress == forkvm::http_proxy::Policy());
+    CHECK(field_of([] { decode_create(R"({"egress":{"allow":[{"domain":"a.test","ports":[0]}]}})"); }) ==
+          "egress.allow[0].ports[0]");
+    CHECK(field_of([] { decode_create(R"({"egress":{"alow":[]}})"); }) == "egress.alow");
+    CHECK(field_of([] { decode_create(R"({"egress":[1]})"); }) == "egress");
+    CHECK(field_of([] {
+              decode_create_template(R"({"name":"t","snapshot_id":"snap-1","egress":{"deny":"x"}})");
+          }) == "egress.deny");
+    CHECK(decode_create_template(R"({"name":"t","snapshot_id":"snap-1"})").egress ==
+          forkvm::http_proxy::Policy());
     CHECK(decode_fork("{}", {4, 10}).count == 1U);
     CHECK(field_of([] { decode_fork(R"({"count":5})", {4, 10}); }) == "count");
     CHECK(field_of([] { decode_fork(R"({"count":0})", {4, 10}); }) == "count");
@@ -192,4 +209,15 @@ TEST_CASE("server: metrics label unknown methods 'other' so clients cannot grow 
     CHECK(text.find("method=\"other\",route=\"unmatched\",status=\"404\"} 50") != std::string::npos);
     CHECK(text.find("method=\"GET\",route=\"/healthz\"") != std::string::npos);
     CHECK(text.find("X1") == std::string::npos);
+}
+
+TEST_CASE("server: metrics count egress decisions and bytes") {
+    forkvm::pool::ServiceStats stats;
+    stats.egress = {3, 2, 1, 100, 2000};
+    const std::string text = forkvm::server::ServerMetrics().render(stats);
+    CHECK(text.find("forkvm_egress_decisions_total{decision=\"allowed\"} 3\n") != std::string::npos);
+    CHECK(text.find("forkvm_egress_decisions_total{decision=\"denied\"} 2\n") != std::string::npos);
+    CHECK(text.find("forkvm_egress_decisions_total{decision=\"refused\"} 1\n") != std::string::npos);
+    CHECK(text.find("forkvm_egress_bytes_total{direction=\"upstream\"} 100\n") != std::string::npos);
+    CHECK(text.find("forkvm_egress_bytes_total{direction=\"guest\"} 2000\n") != std::string::npos);
 }

@@ -164,38 +164,7 @@ TEST_CASE("vmm: agent client end to end: a stop request kills a running command"
 
 namespace {
 
-// A client of the agent's proxy port: sends `request` (then shuts its
-// sending side if `half_close`), reads until EOF.
-std::string proxy_client(std::uint16_t port, const std::string& request, bool half_close = false) {
-    forkvm::UniqueFd fd;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    for (int i = 0; i < 200 && !fd; ++i) {
-        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-            fd.reset();
-            std::this_thread::sleep_for(10ms);
-        }
-    }
-    REQUIRE(fd);
-    for (std::size_t off = 0; off < request.size();) {
-        const ssize_t n = ::write(fd.get(), request.data() + off, request.size() - off);
-        REQUIRE(n > 0);
-        off += static_cast<std::size_t>(n);
-    }
-    if (half_close) ::shutdown(fd.get(), SHUT_WR);
-    std::string out;
-    char buf[4096];
-    for (;;) {
-        pollfd p{fd.get(), POLLIN, 0};
-        if (::poll(&p, 1, 5000) <= 0) return out + "<timeout>";
-        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n <= 0) return out;
-        out.append(buf, static_cast<std::size_t>(n));
-    }
-}
+using forkvm::test::proxy_client;
 
 // Answers every stream with "echo:" + what its client sent in its first
 // data frame, then closes it.
@@ -262,51 +231,6 @@ TEST_CASE("vmm: agent client end to end: proxy streams are refused without a han
 
 namespace {
 
-// A loopback server for one connection: reads until EOF, answers
-// `answer(what it read)`, closes.
-class OneShotServer {
-public:
-    explicit OneShotServer(std::function<std::string(const std::string&)> answer) {
-        listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-        REQUIRE(::listen(listen_fd_, 4) == 0);
-        REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-        port_ = ntohs(a.sin_port);
-        thread_ = std::thread([this, answer = std::move(answer)] {
-            const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd < 0) return;
-            std::string got;
-            char buf[65536];
-            ssize_t n = 0;
-            while ((n = ::read(fd, buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
-            const std::string reply = answer(got);
-            for (std::size_t off = 0; off < reply.size();) {
-                const ssize_t w = ::write(fd, reply.data() + off, reply.size() - off);
-                if (w <= 0) break;
-                off += static_cast<std::size_t>(w);
-            }
-            ::close(fd);
-        });
-    }
-    ~OneShotServer() {
-        ::shutdown(listen_fd_, SHUT_RDWR);
-        thread_.join();
-        ::close(listen_fd_);
-    }
-    OneShotServer(const OneShotServer&) = delete;
-    OneShotServer& operator=(const OneShotServer&) = delete;
-    [[nodiscard]] std::uint16_t port() const { return port_; }
-
-private:
-    int listen_fd_ = -1;
-    std::uint16_t port_ = 0;
-    std::thread thread_;
-};
-
 struct IoThread {
     boost::asio::io_context io;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
@@ -336,9 +260,10 @@ TEST_CASE("pool: the egress bridge carries a guest client's CONNECT tunnel and r
     RealAgent agent(port);
     REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
     // The upstream counts what the tunnel brought and answers with it.
-    OneShotServer upstream([](const std::string& got) {
-        return "got " + std::to_string(got.size()) + " bytes, last " + got.substr(got.size() - 3);
-    });
+    forkvm::test::OneConnectionServer upstream(
+        forkvm::test::OneConnectionServer::answering([](const std::string& got) {
+            return "got " + std::to_string(got.size()) + " bytes, last " + got.substr(got.size() - 3);
+        }));
     IoThread io;
     auto bridge = std::make_shared<forkvm::pool::EgressBridge>(*agent.client, io.io.get_executor(),
                                                                egress_to(upstream.port()));
