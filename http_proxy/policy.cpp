@@ -74,7 +74,9 @@ IpPrefix parse_prefix(const json& value, const std::string& path) {
     return *prefix;
 }
 
-Rule parse_rule(const json& value, const std::string& path) {
+// `deny`: a deny rule, whose omitted ports mean every port (a name that is
+// denied stays denied whatever port an allow rule opens).
+Rule parse_rule(const json& value, const std::string& path, bool deny) {
     require_keys(value, path, {"domain", "ip", "ports", "methods", "paths"});
     Rule rule;
     const bool has_domain = value.contains("domain");
@@ -110,7 +112,7 @@ Rule parse_rule(const json& value, const std::string& path) {
                 throw PolicyError(index_path(ports_path, i), "duplicate port");
             rule.ports.push_back(port);
         }
-    } else {
+    } else if (!deny) {
         rule.ports = {80, 443};
     }
 
@@ -157,7 +159,8 @@ std::vector<Rule> parse_rules(const json& document, std::string_view key) {
     const std::string path(key);
     const auto& list = require_array(document[std::string(key)], path, kMaxRules);
     rules.reserve(list.size());
-    for (std::size_t i = 0; i < list.size(); ++i) rules.push_back(parse_rule(list[i], index_path(path, i)));
+    for (std::size_t i = 0; i < list.size(); ++i)
+        rules.push_back(parse_rule(list[i], index_path(path, i), key == "deny"));
     return rules;
 }
 
@@ -187,7 +190,7 @@ json rule_to_json(const Rule& rule) {
         out["ip"] = rule.ip.to_string();
     else
         out["domain"] = rule.target();
-    out["ports"] = rule.ports;
+    if (!rule.ports.empty()) out["ports"] = rule.ports;
     if (!rule.methods.empty()) out["methods"] = rule.methods;
     if (!rule.paths.empty()) out["paths"] = rule.paths;
     return out;
@@ -224,7 +227,7 @@ bool Rule::matches_host(const Host& host) const {
 }
 
 bool Rule::matches_port(std::uint16_t port) const {
-    return std::find(ports.begin(), ports.end(), port) != ports.end();
+    return ports.empty() || std::find(ports.begin(), ports.end(), port) != ports.end();
 }
 
 std::string Rule::target() const {

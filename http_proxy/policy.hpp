@@ -34,8 +34,9 @@ struct Rule {
     // exact_domain: the name ("example.com"); domain_suffix: the suffix
     // without "*." ("pypi.org"), which matches strict subdomains only.
     std::string domain;
-    IpPrefix ip;                       // kind == ip
-    std::vector<std::uint16_t> ports;  // never empty; [80, 443] when omitted
+    IpPrefix ip;  // kind == ip
+    // [80, 443] when an allow rule omits them; empty (every port) when a deny rule does.
+    std::vector<std::uint16_t> ports;
     std::vector<std::string> methods;  // empty = any method
     std::vector<std::string> paths;    // empty = any path; normalized prefixes
 

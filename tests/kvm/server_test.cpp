@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "tests/kvm/http_client.hpp"
+#include "tests/kvm/server_process.hpp"
 #include "tests/kvm/vm_fixture.hpp"
 #include "tests/support/test_pki.hpp"
 
@@ -41,6 +42,8 @@ using forkvm::test::HttpClient;
 using forkvm::test::HttpRequest;
 using forkvm::test::HttpResponse;
 using forkvm::test::poll_until;
+using forkvm::test::read_file;
+using forkvm::test::ServerProcess;
 using forkvm::test::status_field;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -51,84 +54,6 @@ const std::string kKeyA = "test-key-alpha-0123456789";
 const std::string kKeyB = "test-key-bravo-0123456789";
 const std::string kAdmin = "test-admin-key-0123456789";
 constexpr std::size_t kMinWarm = 2;
-
-std::string read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-// A `forkvm serve` process with its log in a file.
-class ServerProcess {
-public:
-    ServerProcess(const fs::path& config, const fs::path& log, const fs::path& binary = FORKVM_TEST_BINARY)
-        : log_(log), log_start_(read_file(log).size()) {
-        std::vector<std::string> args = {binary.string(), "serve", "--config", config.string()};
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                         0644);
-        posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-        const int rc = ::posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&fa);
-        REQUIRE(rc == 0);
-    }
-    ServerProcess(const ServerProcess&) = delete;
-    ServerProcess& operator=(const ServerProcess&) = delete;
-    ~ServerProcess() {
-        if (pid_ > 0 && !reaped_) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    pid_t pid() const { return pid_; }
-    // What this process wrote (the file may hold an earlier run's log too).
-    std::string log() const { return read_file(log_).substr(log_start_); }
-
-    // Waits for the "listening on http://HOST:PORT" line; returns the port.
-    std::uint16_t wait_listening(std::chrono::seconds limit) {
-        static const std::regex re(R"(listening on https?://[0-9.]+:([0-9]+))");
-        std::smatch m;
-        const bool ok = poll_until(
-            [&] {
-                const std::string text = log();
-                return std::regex_search(text, m, re) || exited();
-            },
-            limit);
-        INFO("server log:\n" << log());
-        REQUIRE(ok);
-        REQUIRE_FALSE(exited());
-        const std::string text = log();
-        REQUIRE(std::regex_search(text, m, re));
-        return static_cast<std::uint16_t>(std::stoi(m[1].str()));
-    }
-
-    bool exited() {
-        if (reaped_) return true;
-        int status = 0;
-        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-            reaped_ = true;
-            status_ = status;
-        }
-        return reaped_;
-    }
-
-    void signal(int sig) const { ::kill(pid_, sig); }
-    int status() const { return status_; }
-
-private:
-    fs::path log_;
-    std::size_t log_start_ = 0;
-    pid_t pid_ = -1;
-    bool reaped_ = false;
-    int status_ = 0;
-};
 
 struct Fixture {
     fs::path dir;

@@ -72,6 +72,20 @@ TEST_CASE("http_proxy: deny rules win over allow rules") {
     CHECK_FALSE(d.allowed);
     CHECK(d.reason == "bad.corp.test:443 denied by deny[0] (bad.corp.test)");
     CHECK_FALSE(p.decide_request("GET", "BAD.corp.test", 80, "/").allowed);
+
+    // A deny rule without ports denies every port, whatever port an allow rule opens.
+    auto any_port = policy(
+        R"({"allow": [{"domain": "*.corp.test", "ports": [8080]}], "deny": [{"domain": "bad.corp.test"}]})");
+    CHECK(any_port.decide_connect("good.corp.test", 8080).allowed);
+    CHECK_FALSE(any_port.decide_connect("bad.corp.test", 8080).allowed);
+    CHECK_FALSE(any_port.decide_request("GET", "bad.corp.test", 8080, "/").allowed);
+    CHECK(any_port.deny()[0].ports.empty());
+    CHECK_FALSE(any_port.to_json()["deny"][0].contains("ports"));
+    CHECK(any_port.to_json()["allow"][0]["ports"] == nlohmann::json::array({8080}));
+    CHECK(forkvm::http_proxy::Policy::parse(any_port.to_json()) == any_port);
+    // An allow rule without ports still means 80 and 443 only.
+    CHECK(policy(R"({"allow": [{"domain": "a.test"}]})").allow()[0].ports ==
+          std::vector<std::uint16_t>{80, 443});
 }
 
 TEST_CASE("http_proxy: methods and paths apply to plain HTTP only") {
