@@ -221,8 +221,9 @@ void EgressConnection::arm_deadline() {
         if (ec || self->phase_ == Phase::done) return;
         if (auto reason = self->deadline_->expired(ConnectionDeadline::Clock::now())) {
             if (self->phase_ == Phase::head) {
-                self->guest_->send(proxy_response(408, *reason), [] {});
-            } else if (self->phase_ == Phase::connecting) {
+                return self->refuse(408, *reason, "");  // no head in time: a refusal, counted as one
+            }
+            if (self->phase_ == Phase::connecting) {
                 self->guest_->send(proxy_response(504, *reason), [] {});
             }
             return self->finish(*reason);

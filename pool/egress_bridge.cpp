@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace forkvm::pool {
 
@@ -76,7 +77,19 @@ private:
         const auto bridge = bridge_.lock();
         return bridge && bridge->send_to_agent(id_, message);
     }
+    vmm::ProxySend data_to_agent(const proto::ProxyData& frame) {
+        const auto bridge = bridge_.lock();
+        return bridge ? bridge->data_to_agent(id_, frame) : vmm::ProxySend::unusable;
+    }
 
+public:
+    // The agent channel has room again: send what waits.
+    void resume() {
+        std::unique_lock lock(mu_);
+        flush(lock);
+    }
+
+private:
     struct Pending {
         std::string bytes;
         std::size_t offset;
@@ -98,12 +111,16 @@ private:
             proto::ProxyData frame;
             frame.data.assign(p.bytes.begin() + static_cast<std::ptrdiff_t>(p.offset),
                               p.bytes.begin() + static_cast<std::ptrdiff_t>(p.offset + n));
-            if (!to_agent(frame)) {
-                // The channel is gone or backed up past its limit (a guest
-                // that does not read it): this stream ends here, unsent.
+            const vmm::ProxySend result = data_to_agent(frame);
+            // The channel's queue is full (other streams, or a guest slow to
+            // read): this waits for on_proxy_writable, the relay meanwhile
+            // reading nothing more from the upstream.
+            if (result == vmm::ProxySend::backlogged) break;
+            if (result == vmm::ProxySend::unusable) {
+                // The channel is gone: nothing more reaches the client.
                 aborted_ = true;
                 queue_.clear();
-                if (connection_) connection_->abort("the agent channel is not taking proxy data");
+                if (connection_) connection_->abort("the agent channel is closed");
                 break;
             }
             p.offset += n;
@@ -172,21 +189,23 @@ void EgressBridge::on_proxy_open(std::uint32_t stream, std::uint32_t initial_cre
     s->connection()->start();
 }
 
-std::shared_ptr<EgressBridge::Stream> EgressBridge::find_or_refuse(std::uint32_t stream) {
+std::shared_ptr<EgressBridge::Stream> EgressBridge::find(std::uint32_t stream) {
     const std::lock_guard lock(mu_);
     const auto it = streams_.find(stream);
-    if (it != streams_.end()) return it->second;
-    // A stream this host never opened: one the guest had open when it was
-    // forked or snapshotted (its connection stayed with the source), or a
-    // confused agent. The guest's client is told at once instead of waiting.
-    if (!closed_)
-        (void)agent_.send_proxy(stream, proto::ProxyClose{"no such proxy stream on this host", true});
-    return nullptr;
+    return it == streams_.end() ? nullptr : it->second;
 }
 
 void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
-    const std::shared_ptr<Stream> s = find_or_refuse(stream);
-    if (!s) return;
+    const std::shared_ptr<Stream> s = find(stream);
+    if (!s) {
+        // Data on a stream this host does not have: one the guest had open
+        // when it was forked or snapshotted (its connection stayed with the
+        // source), or a confused agent. The agent sends no data after its
+        // own close, so this is no late frame of a forgotten stream: the
+        // client is told at once instead of waiting.
+        (void)send_to_agent(stream, proto::ProxyClose{"no such proxy stream on this host", true});
+        return;
+    }
     if (!s->take_client_bytes(data.size())) {
         // Beyond the credit we granted: that stream ends, nothing else does.
         s->agent_closed(true);
@@ -197,7 +216,9 @@ void EgressBridge::on_proxy_data(std::uint32_t stream, proto::Bytes data) {
 }
 
 void EgressBridge::on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) {
-    const std::shared_ptr<Stream> s = find_or_refuse(stream);
+    // Credit may come after this host closed and forgot the stream (the
+    // agent granted it before our close arrived): ignored.
+    const std::shared_ptr<Stream> s = find(stream);
     if (!s) return;
     s->add_agent_credit(bytes);
     forget_if_done(stream);  // the credit may have let our close go
@@ -230,6 +251,15 @@ void EgressBridge::forget_if_done(std::uint32_t stream) {
         if (streams_.empty() && !closed_) on_idle = on_idle_;
     }
     if (on_idle) on_idle();
+}
+
+void EgressBridge::on_proxy_writable() {
+    std::vector<std::shared_ptr<Stream>> streams;
+    {
+        const std::lock_guard lock(mu_);
+        for (const auto& [id, s] : streams_) streams.push_back(s);
+    }
+    for (const auto& s : streams) s->resume();
 }
 
 void EgressBridge::set_on_idle(std::function<void()> on_idle) {

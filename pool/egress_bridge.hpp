@@ -48,19 +48,23 @@ public:
     void on_proxy_data(std::uint32_t stream, proto::Bytes data) override;
     void on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) override;
     void on_proxy_close(std::uint32_t stream, const proto::ProxyClose& close) override;
+    void on_proxy_writable() override;
 
 private:
     class Stream;
     friend class Stream;
     void forget_if_done(std::uint32_t stream);
-    // The stream, or nullptr after telling the agent to abort it (unknown here).
-    std::shared_ptr<Stream> find_or_refuse(std::uint32_t stream);
+    std::shared_ptr<Stream> find(std::uint32_t stream);  // nullptr when unknown
     // Every frame to the agent goes through here: nothing once closed.
     // False when it was not sent (closed, or the channel refused it).
     template <class M>
     bool send_to_agent(std::uint32_t stream, const M& message) {
         const std::lock_guard lock(mu_);
         return !closed_ && agent_.send_proxy(stream, message);
+    }
+    vmm::ProxySend data_to_agent(std::uint32_t stream, const proto::ProxyData& frame) {
+        const std::lock_guard lock(mu_);
+        return closed_ ? vmm::ProxySend::unusable : agent_.send_proxy(stream, frame);
     }
 
     vmm::AgentClient& agent_;

@@ -346,9 +346,14 @@ public:
             throw *e.closed;
         }
         if (!idle) {
-            const std::string what = e.agent_calls > 0 || e.forking
-                                         ? "calls still running"
-                                         : std::to_string(proxied()) + " proxied connection(s) still open";
+            // Every cause that still holds (one may have ended just now).
+            std::string what;
+            const auto add = [&](const std::string& cause) { what += (what.empty() ? "" : ", ") + cause; };
+            if (e.agent_calls > 0) add(std::to_string(e.agent_calls) + " call(s) still running");
+            if (e.forking) add("another fork or snapshot running");
+            if (const std::size_t n = proxied(); n > 0)
+                add(std::to_string(n) + " proxied connection(s) still open");
+            if (what.empty()) add("calls still running");
             lock.unlock();
             e.cv.notify_all();  // calls queued behind this fork may go now
             throw ServiceError(

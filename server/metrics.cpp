@@ -110,8 +110,9 @@ std::string ServerMetrics::render(const pool::ServiceStats& stats) const {
             stats.sandboxes_expired);
     const auto& e = stats.egress;
     out +=
-        "# HELP forkvm_egress_decisions_total Proxied connections by decision: allowed, denied (403 by "
-        "the policy or the address check), refused (any other proxy error).\n";
+        "# HELP forkvm_egress_decisions_total Proxied connections by the decision on their request head: "
+        "allowed (the proxy connects), denied (403 by the policy or the address check), refused (any other "
+        "proxy error).\n";
     out += "# TYPE forkvm_egress_decisions_total counter\n";
     out += fmt::format("forkvm_egress_decisions_total{{decision=\"allowed\"}} {}\n", e.allowed);
     out += fmt::format("forkvm_egress_decisions_total{{decision=\"denied\"}} {}\n", e.denied);

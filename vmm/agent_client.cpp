@@ -760,10 +760,14 @@ void AgentClient::dispatch_proxy_frame(ProxyStreamHandler* handler, std::uint32_
                                        proto::Message&& message) {
     if (auto* open = std::get_if<proto::ProxyOpen>(&message)) {
         if (handler) return handler->on_proxy_open(stream, open->initial_credit);
+        // Nothing at all past the backlog: a guest opening streams without
+        // reading the channel gets no replies queued for it.
+        const std::lock_guard lock(mu_);
+        if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return;
         const std::string refusal = no_egress_response();
         if (refusal.size() <= open->initial_credit)
-            (void)send_proxy(stream, proto::ProxyData{proto::Bytes(refusal.begin(), refusal.end())});
-        (void)send_proxy(stream, proto::ProxyClose{"no egress for this sandbox", false});
+            send_locked(stream, proto::ProxyData{proto::Bytes(refusal.begin(), refusal.end())});
+        send_locked(stream, proto::ProxyClose{"no egress for this sandbox", false});
         return;
     }
     if (!handler) return;  // the rest of a stream refused above
@@ -780,23 +784,27 @@ void AgentClient::set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler)
     proxy_handler_ = std::move(handler);
 }
 
-bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyData& data) {
+ProxySend AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyData& data) {
     const std::lock_guard lock(mu_);
-    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
+    if (!usable_locked()) return ProxySend::unusable;
+    if (queued_bytes_ > options_.max_proxy_backlog) {
+        proxy_backlogged_ = true;
+        return ProxySend::backlogged;
+    }
     send_locked(stream, data);
-    return true;
+    return ProxySend::sent;
 }
 
 bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit) {
     const std::lock_guard lock(mu_);
-    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
+    if (!usable_locked() || queued_bytes_ > 4 * options_.max_proxy_backlog) return false;
     send_locked(stream, credit);
     return true;
 }
 
 bool AgentClient::send_proxy(std::uint32_t stream, const proto::ProxyClose& close) {
     const std::lock_guard lock(mu_);
-    if (!usable_locked() || queued_bytes_ > options_.max_proxy_backlog) return false;
+    if (!usable_locked() || queued_bytes_ > 4 * options_.max_proxy_backlog) return false;
     send_locked(stream, close);
     return true;
 }
@@ -907,6 +915,17 @@ void AgentClient::writer_loop() {
         if (!error.empty()) {
             if (!stopping_) fail_all_locked(State::closed, AgentErrorCode::closed, error);
             return;
+        }
+        if (proxy_backlogged_ && queued_bytes_ <= options_.max_proxy_backlog / 2) {
+            // Proxy data waits for room: the handler sends it now.
+            proxy_backlogged_ = false;
+            const std::shared_ptr<ProxyStreamHandler> handler = proxy_handler_;
+            lock.unlock();
+            try {
+                if (handler) handler->on_proxy_writable();
+            } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): its streams time out
+            }
+            lock.lock();
         }
     }
 }

@@ -170,6 +170,17 @@ public:
     virtual void on_proxy_data(std::uint32_t stream, proto::Bytes data) = 0;
     virtual void on_proxy_credit(std::uint32_t stream, std::uint32_t bytes) = 0;
     virtual void on_proxy_close(std::uint32_t stream, const proto::ProxyClose& close) = 0;
+    // The output queue drained after send_proxy(ProxyData) answered
+    // `backlogged`: data may be sent again. Called on the writer thread
+    // without the client's lock held.
+    virtual void on_proxy_writable() {}
+};
+
+// What became of a proxy stream's data frame.
+enum class ProxySend : std::uint8_t {
+    sent,
+    backlogged,  // not sent: the output queue is over max_proxy_backlog; retry on on_proxy_writable()
+    unusable,    // not sent: the channel is closed or broken
 };
 
 class AgentClient {
@@ -247,10 +258,13 @@ public:
     // refused at once: its client reads a 403 saying the sandbox has no
     // egress, then EOF.
     void set_proxy_handler(std::shared_ptr<ProxyStreamHandler> handler);
-    // Frames for a proxy stream. Return false, without sending, when the
-    // channel is unusable or its output backlog is over max_proxy_backlog
-    // (the caller ends that stream).
-    bool send_proxy(std::uint32_t stream, const proto::ProxyData& data);
+    // Data for a proxy stream (see ProxySend): not queued while the output
+    // queue is over max_proxy_backlog, so a guest that does not read its
+    // channel never makes the host buffer upstream bytes without bound.
+    ProxySend send_proxy(std::uint32_t stream, const proto::ProxyData& data);
+    // Credit and close frames: a few tiny frames per stream, so they go out
+    // past max_proxy_backlog, up to four times it (beyond that the guest has
+    // stopped reading and loses them). False when not sent.
     bool send_proxy(std::uint32_t stream, const proto::ProxyCredit& credit);
     bool send_proxy(std::uint32_t stream, const proto::ProxyClose& close);
 
@@ -317,6 +331,7 @@ private:
     std::once_flag close_once_;
     std::uint64_t unknown_replies_ = 0;
     std::shared_ptr<ProxyStreamHandler> proxy_handler_;
+    bool proxy_backlogged_ = false;  // a data frame was refused: tell the handler when the queue drains
     std::size_t active_calls_ = 0;
     proto::Bytes out_;              // frames queued for the writer
     std::size_t queued_bytes_ = 0;  // out_ plus the batch being written

@@ -42,9 +42,10 @@ inline std::string read_until_eof(int fd) {
     return out;
 }
 
+// To a socket; a peer that went away ends it (no SIGPIPE).
 inline void write_all(int fd, std::string_view bytes) {
     while (!bytes.empty()) {
-        const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+        const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
         if (n <= 0) return;
         bytes.remove_prefix(static_cast<std::size_t>(n));
     }

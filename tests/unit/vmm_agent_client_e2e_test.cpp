@@ -40,7 +40,7 @@ namespace {
 // The agent in a child process; the client owns the host end.
 class RealAgent {
 public:
-    explicit RealAgent(std::uint16_t proxy_port = 0) {
+    explicit RealAgent(std::uint16_t proxy_port = 0, vmm::AgentClientOptions client_options = {}) {
         forkvm::agent::Options options;
         if (const passwd* pw = ::getpwuid(::geteuid())) options.default_user = pw->pw_name;
         options.proxy_port = proxy_port;  // 0 (none) unless a test asks: tests run in parallel
@@ -53,7 +53,7 @@ public:
             ::_exit(forkvm::agent::serve(sv[1], options));
         }
         ::close(sv[1]);
-        client = std::make_unique<vmm::AgentClient>(forkvm::UniqueFd(sv[0]));
+        client = std::make_unique<vmm::AgentClient>(forkvm::UniqueFd(sv[0]), client_options);
     }
     RealAgent(const RealAgent&) = delete;
     RealAgent& operator=(const RealAgent&) = delete;
@@ -284,4 +284,31 @@ TEST_CASE("pool: the egress bridge carries a guest client's CONNECT tunnel and r
     CHECK(bridge->open_streams() == 0);
     bridge->close_all("test over");
     CHECK(agent.client->ping().rtt.count() > 0);
+}
+
+TEST_CASE("pool: a download larger than the channel's proxy backlog waits for room instead of being cut") {
+    // 32 KiB of backlog for 4 MiB coming down one tunnel: the bridge must
+    // pause on a full queue and go on when it drains, many times over.
+    vmm::AgentClientOptions options;
+    options.max_proxy_backlog = 32 * 1024;
+    const std::uint16_t port = forkvm::test::unused_loopback_port();
+    RealAgent agent(port, options);
+    REQUIRE((agent.client->wait_ready().capabilities & proto::kCapProxy) != 0);
+    std::string payload(4 << 20, '\0');
+    for (std::size_t i = 0; i < payload.size(); ++i)
+        payload[i] = static_cast<char>((i * 7 + i / 4093) & 0xff);
+    forkvm::test::OneConnectionServer upstream([&](int fd) {
+        (void)forkvm::test::read_until_eof(fd);
+        forkvm::test::write_all(fd, payload);
+    });
+    IoThread io;
+    auto bridge = std::make_shared<forkvm::pool::EgressBridge>(*agent.client, io.io.get_executor(),
+                                                               egress_to(upstream.port()));
+    agent.client->set_proxy_handler(bridge);
+    const std::string head = "CONNECT up.test:" + std::to_string(upstream.port()) + " HTTP/1.1\r\n\r\n";
+    const std::string got = proxy_client(port, head, true);
+    const std::string established = "HTTP/1.1 200 Connection established\r\n\r\n";
+    REQUIRE(got.size() == established.size() + payload.size());
+    CHECK(got.substr(established.size()) == payload);
+    bridge->close_all("test over");
 }
