@@ -119,6 +119,12 @@ void TemplateCatalog::persist(const Record& record) const {
     j["created_unix_ms"] = to_unix_ms(record.created);
     j["egress"] = record.egress.to_json();
     const std::string text = j.dump(2) + "\n";
+    // What load_existing() would refuse to read back must not be written.
+    if (text.size() > kMaxTemplateFileSize) {
+        throw ServiceError::invalid_argument("egress", "too large to keep with the template (over " +
+                                                           std::to_string(kMaxTemplateFileSize >> 20U) +
+                                                           " MiB as JSON)");
+    }
     snapshot::write_file_atomic((fs::path(settings_.root) / (record.id + ".json")).string(),
                                 std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
