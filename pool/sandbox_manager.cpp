@@ -491,16 +491,19 @@ std::shared_ptr<SandboxManager::Entry> SandboxManager::entry_for(const std::stri
 }
 
 Sandbox SandboxManager::to_sandbox(SandboxInfo info) {
-    Sandbox out;
+    std::shared_ptr<Entry> entry;
     {
         const std::lock_guard lock(mutex_);
         const auto it = entries_.find(info.id);
-        if (it != entries_.end()) {
-            out.env = it->second->env;
-            out.user = it->second->user;
-            out.template_name = it->second->template_name;
-            out.egress = *it->second->egress;
-        }
+        if (it != entries_.end()) entry = it->second;
+    }
+    // Copied outside the manager's lock (a policy may be large); these fields never change.
+    Sandbox out;
+    if (entry) {
+        out.env = entry->env;
+        out.user = entry->user;
+        out.template_name = entry->template_name;
+        out.egress = *entry->egress;
     }
     out.info = std::move(info);
     return out;
