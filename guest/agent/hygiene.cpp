@@ -159,6 +159,12 @@ void MailboxWatcher::apply(const proto::MailboxUpdate& update) {
     }
     if ((update.flags & proto::kMailboxHostname) != 0) {
         note("sethostname", actions_->set_hostname(update.hostname));
+        // Hostnames are sticky across posts (a resume carries the same one
+        // again): a different one means this is a new VM, a clone.
+        if (update.hostname != hostname_) {
+            hostname_ = update.hostname;
+            ++identity_changes_;
+        }
     }
 }
 

@@ -84,6 +84,10 @@ public:
     // The generation of the last page applied or rejected (0: none yet).
     [[nodiscard]] std::uint64_t last_generation() const noexcept { return last_generation_; }
     [[nodiscard]] const MailboxStats& stats() const noexcept { return stats_; }
+    // How many times an applied post named a hostname other than the last
+    // one: each is a new VM (a clone or a restored snapshot taking its
+    // identity), never the same VM resumed.
+    [[nodiscard]] std::uint64_t identity_changes() const noexcept { return identity_changes_; }
 
 private:
     void apply(const proto::MailboxUpdate& update);
@@ -95,6 +99,8 @@ private:
     std::uint64_t offset_ = 0;
     std::shared_ptr<HygieneActions> actions_;
     std::uint64_t last_generation_ = 0;
+    std::string hostname_;  // the last one applied
+    std::uint64_t identity_changes_ = 0;
     MailboxStats stats_;
     int logs_ = 0;
 };

@@ -190,6 +190,14 @@ void ProxyStreams::sweep() {
     }
 }
 
+void ProxyStreams::end_all(const std::string& reason) {
+    for (auto& [id, s] : streams_) {
+        if (s.dead) continue;
+        s.host_done = true;  // nothing more will come from a host that never had it
+        end(id, s, reason);
+    }
+}
+
 void ProxyStreams::shutdown() {
     streams_.clear();
     listener_.reset();

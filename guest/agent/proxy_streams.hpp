@@ -51,6 +51,9 @@ public:
     void on_data(std::uint32_t id, proto::ProxyData&& m);
     void on_close(std::uint32_t id, const proto::ProxyClose& m);
 
+    // Ends every open stream as if its host had aborted it: the clients'
+    // connections close, the host hears an abort for each.
+    void end_all(const std::string& reason);
     // Closes every stream and the listener (the channel is gone).
     void shutdown();
     [[nodiscard]] std::size_t open_streams() const noexcept { return streams_.size(); }

@@ -687,8 +687,14 @@ bool Server::read_channel() {
             // frame, before handling it) cannot miss a post. Once per read:
             // a pread of one page, not once per byte of a slow UART.
             if (!mailbox_checked) {
+                const std::uint64_t identities = mailbox_.identity_changes();
                 (void)mailbox_.check_and_apply();
                 mailbox_checked = true;
+                // A clone's proxied connections stayed with the VM it was
+                // made from (its host has no such streams): end them here,
+                // so their clients see a reset instead of waiting forever.
+                if (mailbox_.identity_changes() != identities)
+                    proxy_.end_all("this VM is a new clone; its connections stayed with its source");
             }
             dispatch(std::move(*frame));
             continue;

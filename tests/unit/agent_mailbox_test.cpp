@@ -20,6 +20,7 @@
 #include "guest/agent/hygiene.hpp"
 #include "guest/agent/test_harness.hpp"
 #include "guest/protocol/mailbox.hpp"
+#include "tests/support/loopback.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/layout.hpp"
 #include "vmm/mailbox.hpp"
@@ -391,6 +392,58 @@ TEST_CASE("agent: server applies the mailbox before it handles a request") {
     const std::string before = read_text(log);
     REQUIRE(h.request(3, proto::Ping{43}));
     CHECK(read_text(log) == before);
+    CHECK(h.stop() == 0);
+}
+
+TEST_CASE("agent: a new identity in the mailbox ends the proxy streams the VM had, a resume does not") {
+    TempDir dir;
+    REQUIRE(!dir.path.empty());
+    const std::string mem = dir / "mem";
+    post_file(mem, 0x1000, Page{});
+    auto options = forkvm::agent::testing::test_options();
+    options.mailbox_path = mem;
+    options.mailbox_offset = 0x1000;
+    options.hygiene_actions = std::make_shared<FileActions>(dir / "actions.log");
+    options.proxy_port = forkvm::test::unused_loopback_port();
+
+    AgentHarness h(options);
+    REQUIRE(h.started());
+    REQUIRE(h.ready());
+    post_file(mem, 0x1000, encoded(full_update(1, "source")));
+    REQUIRE(h.request(1, proto::Ping{1}));
+
+    // A client's connection through the proxy, open and credited.
+    forkvm::test::LoopbackClient client(options.proxy_port);
+    auto open = h.recv();
+    REQUIRE(open);
+    REQUIRE(open->type == proto::MessageType::proxy_open);
+    const std::uint32_t stream = open->request_id;
+    h.send(stream, proto::ProxyCredit{1024});
+
+    // The same VM resumed (same hostname, a new generation): the stream lives on.
+    post_file(mem, 0x1000, encoded(full_update(2, "source")));
+    auto pong = h.request(2, proto::Ping{2});
+    REQUIRE(pong);
+    CHECK(std::holds_alternative<proto::Pong>(*pong));
+    h.send(stream, proto::ProxyData{proto::Bytes{'h', 'i'}});
+    CHECK(client.read_until("hi") == "hi");
+
+    // A clone (a new hostname): the agent aborts the stream toward its host
+    // and closes the client's connection.
+    post_file(mem, 0x1000, encoded(full_update(3, "clone-1")));
+    h.send(4, proto::Ping{4});
+    bool aborted = false;
+    for (int i = 0; i < 4 && !aborted; ++i) {
+        auto f = h.recv();
+        REQUIRE(f);
+        if (f->type != proto::MessageType::proxy_close) continue;
+        CHECK(f->request_id == stream);
+        const auto close = proto::decode_message<proto::ProxyClose>(*f);
+        REQUIRE(close);
+        aborted = close->abort;
+    }
+    CHECK(aborted);
+    CHECK(client.read_to_eof().find("<timeout>") == std::string::npos);
     CHECK(h.stop() == 0);
 }
 
