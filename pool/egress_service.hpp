@@ -3,9 +3,9 @@
 // (docs/egress.md). It owns the I/O thread the proxied connections run on,
 // the operator's static hosts map, and the counters /metrics reports; it
 // hands each sandbox an EgressBridge bound to that sandbox's agent channel,
-// policy and budget, and logs every decision.
+// policy and budget, and logs every decision (a sandbox's first 200 at info,
+// the rest at debug).
 
-#include <array>
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
