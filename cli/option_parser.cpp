@@ -34,6 +34,10 @@ void OptionParser::text(std::string name, std::string& target) {
                         }});
 }
 
+void OptionParser::value(std::string name, std::function<bool(std::string_view value)> apply) {
+    options_.push_back({std::move(name), true, std::move(apply)});
+}
+
 void OptionParser::add_number(std::string name, std::uint64_t max, std::function<void(std::uint64_t)> set) {
     auto apply = [command = command_, name, max, set = std::move(set)](std::string_view v) {
         auto n = parse_u64(v);

@@ -29,6 +29,9 @@ public:
 
     void flag(std::string name, bool& target);
     void text(std::string name, std::string& target);
+    // An option whose value `apply` checks and stores; it prints its own
+    // error and returns false for a bad value.
+    void value(std::string name, std::function<bool(std::string_view value)> apply);
     template <class T>
     void number(std::string name, T& target, std::uint64_t max = std::numeric_limits<T>::max()) {
         add_number(std::move(name), max, [&target](std::uint64_t v) { target = static_cast<T>(v); });

@@ -17,7 +17,8 @@ namespace forkvm::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: forkvm run [--memory-mb N] [--vcpus N] [--kernel PATH] [--initrd PATH]\n"
+    "usage: forkvm run [--memory-mb N] [--vcpus N] [--agent-channel virtio|uart] [--kernel PATH] [--initrd "
+    "PATH]\n"
     "                  [--timeout-ms N] [--user NAME] [--console] [--profile] [--] CMD [ARGS...]\n"
     "\n"
     "Boots a microVM, runs CMD in it as the unprivileged guest user (or --user),\n"

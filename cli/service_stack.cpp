@@ -22,6 +22,8 @@ vmm::VmConfig vm_config_from(const config::Config& c) {
     vm.initrd_path = c.vm.initrd.empty() ? default_initrd() : c.vm.initrd;
     vm.memory_mb = static_cast<std::uint64_t>(c.vm.memory_mb);
     vm.vcpu_count = static_cast<unsigned>(c.vm.vcpus);
+    // The loader has checked the value against the key's choices.
+    vm.agent_channel = vmm::agent_channel_from_string(c.vm.agent_channel).value_or(vmm::AgentChannel::virtio);
     return vm;
 }
 

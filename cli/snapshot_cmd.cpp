@@ -26,7 +26,8 @@ namespace forkvm::cli {
 namespace {
 
 constexpr const char* kCreateUsage =
-    "usage: forkvm snapshot create --out DIR [--memory-mb N] [--vcpus N] [--kernel PATH]\n"
+    "usage: forkvm snapshot create --out DIR [--memory-mb N] [--vcpus N] [--agent-channel virtio|uart] "
+    "[--kernel PATH]\n"
     "                              [--initrd PATH] [--console]\n"
     "\n"
     "Boots a microVM, waits until its agent is ready, writes its snapshot into DIR\n"

@@ -17,6 +17,16 @@ void add_vm_options(OptionParser& parser, vmm::VmConfig& config) {
     parser.number("--vcpus", config.vcpu_count, 1024);
     parser.text("--kernel", config.kernel_path);
     parser.text("--initrd", config.initrd_path);
+    parser.value("--agent-channel", [&config, command = parser.command()](std::string_view v) {
+        auto channel = vmm::agent_channel_from_string(v);
+        if (!channel) {
+            std::fprintf(stderr, "%s: --agent-channel: '%.*s' is not virtio or uart\n", command.c_str(),
+                         static_cast<int>(v.size()), v.data());
+            return false;
+        }
+        config.agent_channel = *channel;
+        return true;
+    });
 }
 
 bool check_vm_config(const OptionParser& parser, const vmm::VmConfig& config) {

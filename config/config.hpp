@@ -46,6 +46,7 @@ struct VmConfig {
     std::string initrd;  // empty = auto-detect
     int memory_mb = 0;
     int vcpus = 0;
+    std::string agent_channel;  // virtio|uart
     bool operator==(const VmConfig&) const = default;
 };
 

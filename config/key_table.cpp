@@ -24,6 +24,7 @@ constexpr std::array listen_aliases = {"FORKVM_LISTEN"sv};
 constexpr std::array api_keys_aliases = {"FORKVM_API_KEYS"sv};
 constexpr std::array admin_key_aliases = {"FORKVM_ADMIN_KEY"sv};
 constexpr std::array seccomp_modes = {"enforce"sv, "log"sv, "off"sv};
+constexpr std::array agent_channels = {"virtio"sv, "uart"sv};
 constexpr std::array log_levels = {"trace"sv, "debug"sv, "info"sv, "warn"sv, "error"sv};
 constexpr std::array log_formats = {"text"sv, "json"sv};
 
@@ -224,6 +225,15 @@ const std::vector<KeySpec>& table() {
          .field = FORKVM_FIELD(vm.vcpus),
          .min = 1,
          .max = 64},
+        {.name = "vm.agent_channel",
+         .env = "FORKVM_VM_AGENT_CHANNEL",
+         .flag = "--agent-channel",
+         .type = KeyType::choice,
+         .default_value = "virtio",
+         .help = "Device the guest agent talks on: virtio (a virtio console on PCI: a page per VM exit) or "
+                 "uart (COM2: a VM exit per byte; the fallback)",
+         .field = FORKVM_FIELD(vm.agent_channel),
+         .choices = agent_channels},
         // --- pool -----------------------------------------------------------
         {.name = "pool.min_warm",
          .env = "FORKVM_POOL_MIN_WARM",

@@ -23,11 +23,19 @@ inline constexpr std::string_view kClock = "vm.clock";           // KVM_GET_CLOC
 // Each a device's save_state() blob (vmm/devices/*: a version byte, then
 // its registers and queued bytes).
 inline constexpr std::string_view kUart0 = "dev.uart0";  // console UART: registers, FIFOs, IRQ level
-// The agent channel is UART1; a snapshot is taken with the channel idle (no
+// COM2: the agent channel when vm.config says agent_channel "uart" (present
+// either way). A snapshot is taken with the agent channel idle (no
 // frame half-sent by the host's client), and the UART's FIFOs are saved exactly.
 inline constexpr std::string_view kUart1 = "dev.uart1";
 inline constexpr std::string_view kI8042 = "dev.i8042";
 inline constexpr std::string_view kRtc = "dev.rtc";
+// With the virtio console as the agent channel (vm.config agent_channel
+// "virtio"): the PCI root (address register, host bridge config space) and
+// the console (PCI config space, transport registers, both queues' addresses
+// and positions, the ISR, and the bytes buffered either way; the rings
+// themselves are in guest memory).
+inline constexpr std::string_view kPci = "dev.pci";
+inline constexpr std::string_view kVirtioConsole = "dev.virtio_console";
 
 // --- Per vCPU: "vcpu.<index>.<name>", names listed in restore order
 // (Firecracker's order; MSRs carry TSC before TSC_DEADLINE).

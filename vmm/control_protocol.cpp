@@ -12,11 +12,9 @@
 namespace forkvm::vmm::control {
 
 nlohmann::json config_to_json(const VmConfig& config) {
-    return {{"vcpu_count", config.vcpu_count},
-            {"memory_mb", config.memory_mb},
-            {"kernel_path", config.kernel_path},
-            {"initrd_path", config.initrd_path},
-            {"kernel_args", config.kernel_args}};
+    return {{"vcpu_count", config.vcpu_count},   {"memory_mb", config.memory_mb},
+            {"kernel_path", config.kernel_path}, {"initrd_path", config.initrd_path},
+            {"kernel_args", config.kernel_args}, {"agent_channel", to_string(config.agent_channel)}};
 }
 
 VmConfig config_from_json(const nlohmann::json& j) {
@@ -39,6 +37,12 @@ VmConfig config_from_json(const nlohmann::json& j) {
     get_string("kernel_path", c.kernel_path);
     get_string("initrd_path", c.initrd_path);
     get_string("kernel_args", c.kernel_args);
+    // Absent in snapshots made before the virtio console: those VMs talk on the UART.
+    std::string channel = "uart";
+    get_string("agent_channel", channel);
+    auto parsed = agent_channel_from_string(channel);
+    if (!parsed) throw std::invalid_argument("config.agent_channel: must be \"virtio\" or \"uart\"");
+    c.agent_channel = *parsed;
     return c;
 }
 

@@ -106,6 +106,24 @@ std::unique_ptr<Machine> Machine::create(const VmConfig& config, GuestMemory mem
     m->pio_.insert(I8042::kDataPort, 5, m->i8042_, "i8042");
     m->rtc_ = std::make_shared<CmosRtc>();
     m->pio_.insert(CmosRtc::kIndexPort, 2, m->rtc_, "cmos-rtc");
+    m->agent_port_ = m->agent_.get();
+    if (config.agent_channel == AgentChannel::virtio) {
+        VirtioPciCallbacks callbacks{irq(kVirtioConsoleIrq), [self](const std::string& reason) {
+                                         // A malformed queue is the guest's doing: the VM is
+                                         // broken, never the host (docs/agent-protocol.md).
+                                         spdlog::warn("virtio console broken: {}", reason);
+                                         self->on_vcpu_stop("virtio console: " + reason, false);
+                                     }};
+        m->virtio_console_ = std::make_shared<VirtioConsole>(
+            m->memory_, static_cast<std::uint32_t>(kVirtioConsoleBar),
+            static_cast<std::uint8_t>(kVirtioConsoleIrq), std::move(callbacks), notify);
+        m->pci_ = std::make_unique<PciRoot>();
+        m->pci_->add(kVirtioConsoleSlot, m->virtio_console_);
+        m->pio_.insert(PciRoot::kConfigPorts, PciRoot::kConfigPortCount, m->pci_->config_ports(),
+                       "pci config");
+        m->mmio_.insert(PciRoot::kMmioBase, PciRoot::kMmioSize, m->pci_->mmio_window(), "pci mmio window");
+        m->agent_port_ = m->virtio_console_.get();
+    }
     VcpuRunner::install_kick_handler();
     return m;
 }

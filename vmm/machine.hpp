@@ -12,14 +12,17 @@
 #include <vector>
 
 #include "vmm/bus.hpp"
+#include "vmm/devices/agent_port.hpp"
 #include "vmm/devices/cmos_rtc.hpp"
 #include "vmm/devices/i8042.hpp"
 #include "vmm/devices/serial.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/linux_boot.hpp"
+#include "vmm/pci/pci_root.hpp"
 #include "vmm/unique_fd.hpp"
 #include "vmm/vcpu_runner.hpp"
+#include "vmm/virtio/virtio_console.hpp"
 #include "vmm/vm_config.hpp"
 
 namespace forkvm::snapshot {
@@ -39,6 +42,11 @@ public:
     static constexpr std::uint32_t kConsoleIrq = 4;
     static constexpr std::uint16_t kAgentPort = 0x2f8;  // COM2, IRQ 3
     static constexpr std::uint32_t kAgentIrq = 3;
+    // The virtio console (agent channel by default): 00:01.0 on the PCI bus,
+    // BAR0 at the start of the PCI MMIO window, INTA# on PIC input 5.
+    static constexpr std::uint8_t kVirtioConsoleSlot = 1;
+    static constexpr std::uint32_t kVirtioConsoleIrq = 5;
+    static constexpr std::uint64_t kVirtioConsoleBar = PciRoot::kMmioBase;
 
     // Builds the VM and loads the kernel; the vCPUs do not run yet.
     // Throws SysError / BootError / std::invalid_argument (bad config).
@@ -93,7 +101,9 @@ public:
     [[nodiscard]] bool paused() const;
 
     [[nodiscard]] Serial& console() const noexcept { return *console_; }
-    [[nodiscard]] Serial& agent() const noexcept { return *agent_; }
+    // The agent channel's device: the virtio console or the COM2 UART
+    // (config().agent_channel).
+    [[nodiscard]] AgentPort& agent() const noexcept { return *agent_port_; }
     [[nodiscard]] const GuestMemory& memory() const noexcept { return memory_; }
     [[nodiscard]] const VmConfig& config() const noexcept { return config_; }
     [[nodiscard]] const BootInfo& boot_info() const noexcept { return boot_info_; }
@@ -119,7 +129,10 @@ private:
     Bus mmio_{"mmio"};
     UniqueFd event_fd_;
     std::shared_ptr<Serial> console_;
-    std::shared_ptr<Serial> agent_;
+    std::shared_ptr<Serial> agent_;  // COM2: present either way, the agent's only when agent_channel is uart
+    std::unique_ptr<PciRoot> pci_;   // with agent_channel virtio
+    std::shared_ptr<VirtioConsole> virtio_console_;
+    AgentPort* agent_port_ = nullptr;
     std::shared_ptr<I8042> i8042_;
     std::shared_ptr<CmosRtc> rtc_;
     std::vector<std::unique_ptr<VcpuRunner>> vcpus_;

@@ -59,6 +59,10 @@ void Machine::save_state(snapshot::StateFile& state) const {
     state.add(tags::kUart1, agent_->save_state());
     state.add(tags::kI8042, i8042_->save_state());
     state.add(tags::kRtc, rtc_->save_state());
+    if (pci_) {
+        state.add(tags::kPci, pci_->save_state());
+        state.add(tags::kVirtioConsole, virtio_console_->save_state());
+    }
 }
 
 std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::StateFile& state,
@@ -83,6 +87,10 @@ std::unique_ptr<Machine> Machine::restore(GuestMemory memory, const snapshot::St
     load_device(*m->agent_, state, tags::kUart1);
     load_device(*m->i8042_, state, tags::kI8042);
     load_device(*m->rtc_, state, tags::kRtc);
+    if (m->pci_) {
+        load_device(*m->pci_, state, tags::kPci);
+        load_device(*m->virtio_console_, state, tags::kVirtioConsole);
+    }
     std::lock_guard lock(m->mu_);
     m->paused_ = true;
     return m;

@@ -10,7 +10,8 @@ namespace forkvm::vmm {
 // console=ttyS0        kernel console on COM1 (the agent channel is COM2)
 // 8250.nr_uarts=2      probe only the two UARTs that exist
 // noapic acpi=off      no IOAPIC/ACPI tables: IRQs through the in-kernel PIC
-// pci=off              no PCI bus yet: skip probing it
+// pci=...              per agent channel (kernel_command_line): conf1 for the
+//                      virtio console's PCI bus, off for the UART fallback
 // reboot=k panic=1     reboot and panic through the i8042 reset, which ends
 //                      the VM; a panic ends it after 1 s instead of hanging
 // i8042.*              a minimal i8042: no probing of aux/kbd hardware
@@ -18,7 +19,7 @@ namespace forkvm::vmm {
 // quiet loglevel=4     fewer console bytes: each one is a VM exit
 // rdinit=/init         run the initramfs's /init directly
 const char* const kDefaultKernelArgs =
-    "console=ttyS0 8250.nr_uarts=2 noapic acpi=off pci=off reboot=k panic=1 "
+    "console=ttyS0 8250.nr_uarts=2 noapic acpi=off reboot=k panic=1 "
     "i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 "
     "tsc=reliable quiet loglevel=4 rdinit=/init";
 
@@ -74,8 +75,23 @@ std::vector<ConfigProblem> validate(const VmConfig& config) {
     return out;
 }
 
+std::string_view to_string(AgentChannel channel) {
+    return channel == AgentChannel::virtio ? "virtio" : "uart";
+}
+
+std::optional<AgentChannel> agent_channel_from_string(std::string_view name) {
+    if (name == "virtio") return AgentChannel::virtio;
+    if (name == "uart") return AgentChannel::uart;
+    return std::nullopt;
+}
+
 std::string kernel_command_line(const VmConfig& config) {
     std::string line = kDefaultKernelArgs;
+    // pci=conf1: PCI through ports 0xCF8/0xCFC, the only way this VMM offers
+    // (no ACPI, no MMCONFIG). forkvm.agent tells /init which device the
+    // agent talks on (guest/initramfs/init).
+    line += config.agent_channel == AgentChannel::virtio ? " pci=conf1 forkvm.agent=virtio"
+                                                         : " pci=off forkvm.agent=uart";
     if (!config.kernel_args.empty()) {
         line += ' ';
         line += config.kernel_args;

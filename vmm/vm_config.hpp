@@ -2,10 +2,19 @@
 // The shape of one VM: vCPUs, memory, kernel, initramfs, command line.
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace forkvm::vmm {
+
+// The device the guest agent talks on: the virtio console (/dev/hvc0, the
+// default: a page per VM exit) or the COM2 UART (/dev/ttyS1, a VM exit per
+// byte; the fallback, and what snapshots from before the virtio console used).
+enum class AgentChannel { virtio, uart };
+[[nodiscard]] std::string_view to_string(AgentChannel channel);
+[[nodiscard]] std::optional<AgentChannel> agent_channel_from_string(std::string_view name);
 
 struct VmConfig {
     unsigned vcpu_count = 1;
@@ -14,6 +23,7 @@ struct VmConfig {
     std::string initrd_path;
     // Appended to the built-in arguments (see kDefaultKernelArgs).
     std::string kernel_args;
+    AgentChannel agent_channel = AgentChannel::virtio;
 
     static constexpr std::uint64_t kMinMemoryMb = 64;
     static constexpr std::uint64_t kMaxMemoryMb = 64 * 1024;

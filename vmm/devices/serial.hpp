@@ -19,10 +19,11 @@
 #include <vector>
 
 #include "vmm/bus.hpp"
+#include "vmm/devices/agent_port.hpp"
 
 namespace forkvm::vmm {
 
-class Serial final : public BusDevice {
+class Serial final : public BusDevice, public AgentPort {
 public:
     static constexpr std::size_t kFifoSize = 64;
     static constexpr std::size_t kInputCapacity = 64 * 1024;
@@ -36,13 +37,13 @@ public:
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
     // Host side. push_input takes as many bytes as fit and returns the count.
-    std::size_t push_input(std::span<const std::uint8_t> bytes);
-    [[nodiscard]] std::size_t input_room() const;
-    [[nodiscard]] std::size_t input_pending() const;
-    std::size_t pop_output(std::span<std::uint8_t> out);
-    [[nodiscard]] std::size_t output_pending() const;
+    std::size_t push_input(std::span<const std::uint8_t> bytes) override;
+    [[nodiscard]] std::size_t input_room() const override;
+    [[nodiscard]] std::size_t input_pending() const override;
+    std::size_t pop_output(std::span<std::uint8_t> out) override;
+    [[nodiscard]] std::size_t output_pending() const override;
     // Bytes a guest wrote while told the transmitter was busy (it ignored LSR).
-    [[nodiscard]] std::uint64_t dropped_output() const;
+    [[nodiscard]] std::uint64_t dropped_output() const override;
 
     // Lost-interrupt watchdog, called by the host every ~100 ms while the VM
     // runs. If the IRQ line has been asserted and the guest has not touched
@@ -51,8 +52,8 @@ public:
     // (edge-triggered) PIC sees a fresh edge. A spurious extra interrupt is
     // harmless (the 8250 handler finds IIR empty); a lost one would stall the
     // guest's transmitter forever. Returns true when it re-raised the line.
-    bool retrigger_stalled_irq();
-    [[nodiscard]] std::uint64_t irq_retriggers() const;
+    bool retrigger_stalled_irq() override;
+    [[nodiscard]] std::uint64_t irq_retriggers() const override;
 
     // Snapshot support. save_state captures every register and every byte
     // still queued either way (nothing is lost across a snapshot).
