@@ -61,6 +61,10 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is not insta
 # two can never drift apart (the literal is split over several lines).
 cmdline=$(sed -n '/kDefaultKernelArgs =/,/;/p' "$repo/vmm/vm_config.cpp" | grep -o '"[^"]*"' | tr -d '"\n')
 [[ $cmdline == *rdinit=* ]] || die "could not read kDefaultKernelArgs from vmm/vm_config.cpp"
+# Both sides use the UART agent channel (what vm_config.cpp appends for
+# agent_channel uart): QEMU's agent talks on COM2, so forkvm runs with
+# --agent-channel uart and the same command line.
+cmdline+=" pci=off forkvm.agent=uart"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/boot_compare.XXXXXX")
 qpid=
@@ -163,7 +167,7 @@ run_forkvm() {
     mkfifo "$fifo"
     FK_SPAWN_MS='' FK_BOOT_MS='' FK_TOTAL_MS=''
     t0=$(now_us)
-    "$work/forkvm" run --profile --kernel "$work/vmlinuz" --initrd "$work/rootfs.cpio.gz" -- true \
+    "$work/forkvm" run --profile --agent-channel uart --kernel "$work/vmlinuz" --initrd "$work/rootfs.cpio.gz" -- true \
         </dev/null >/dev/null 2>"$fifo" &
     local pid=$!
     # A read-only open blocks until forkvm's end is open, and the FIFO then

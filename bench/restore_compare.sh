@@ -76,6 +76,10 @@ python=/usr/bin/python3
 # The command line forkvm gives the kernel, as bench/boot_compare.sh reads it.
 cmdline=$(sed -n '/kDefaultKernelArgs =/,/;/p' "$repo/vmm/vm_config.cpp" | grep -o '"[^"]*"' | tr -d '"\n')
 [[ $cmdline == *rdinit=* ]] || die "could not read kDefaultKernelArgs from vmm/vm_config.cpp"
+# Both sides use the UART agent channel (what vm_config.cpp appends for
+# agent_channel uart): QEMU's agent talks on COM2, so forkvm runs with
+# --agent-channel uart and the same command line.
+cmdline+=" pci=off forkvm.agent=uart"
 
 # Short: socket paths must fit in sun_path (108 bytes).
 work=$(mktemp -d "${TMPDIR:-/tmp}/rc.XXXXXX")
@@ -233,7 +237,7 @@ forkvm_save() {
     local t0
     echo "forkvm: snapshot create ..." >&2
     t0=$(now_us)
-    "$work/forkvm" snapshot create --out "$work/snap" --kernel "$work/vmlinuz" --initrd "$work/rootfs.cpio.gz" \
+    "$work/forkvm" snapshot create --out "$work/snap" --agent-channel uart --kernel "$work/vmlinuz" --initrd "$work/rootfs.cpio.gz" \
         >"$work/snapshot-create.out" 2>&1 || {
         cat "$work/snapshot-create.out" >&2
         die "forkvm snapshot create failed"

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/bench_channel.hpp"
 #include "cli/bench_cycles.hpp"
 #include "cli/commands.hpp"
 #include "cli/guest_session.hpp"
@@ -282,6 +283,7 @@ constexpr Subcommand kSubcommands[] = {
     {"fork", "fork-to-ready and restore-to-ready latency, memory per clone", fork_bench},
     {"http", "create -> exec -> delete cycles through a server's REST API", bench_http},
     {"api", "the same cycles through the service in-process, without HTTP", bench_api},
+    {"channel", "agent channel throughput, exec round trip and VM exits per 64 KiB", bench_channel},
 };
 
 }  // namespace

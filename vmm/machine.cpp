@@ -182,6 +182,15 @@ void Machine::resume() {
     }
 }
 
+Machine::ExitCounts Machine::device_exits() const {
+    ExitCounts c;
+    for (const auto& v : vcpus_) {
+        c.io += v->io_exits();
+        c.mmio += v->mmio_exits();
+    }
+    return c;
+}
+
 bool Machine::paused() const {
     std::lock_guard lock(mu_);
     return paused_;

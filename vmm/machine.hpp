@@ -107,6 +107,13 @@ public:
     [[nodiscard]] const GuestMemory& memory() const noexcept { return memory_; }
     [[nodiscard]] const VmConfig& config() const noexcept { return config_; }
     [[nodiscard]] const BootInfo& boot_info() const noexcept { return boot_info_; }
+    struct ExitCounts {
+        std::uint64_t io = 0;    // KVM_EXIT_IO
+        std::uint64_t mmio = 0;  // KVM_EXIT_MMIO
+    };
+    // Device exits of every vCPU since this Machine was built (a restored or
+    // forked machine starts at zero).
+    [[nodiscard]] ExitCounts device_exits() const;
     [[nodiscard]] std::uint64_t unhandled_io() const noexcept {
         return pio_.unhandled_accesses() + mmio_.unhandled_accesses();
     }

@@ -183,6 +183,7 @@ VcpuRunner::Round VcpuRunner::run_once() {
     kvm_run& run = vcpu_.run_state();
     switch (run.exit_reason) {
         case KVM_EXIT_IO: {
+            io_exits_.fetch_add(1, std::memory_order_relaxed);
             std::uint8_t* data = vcpu_.io_data();
             const std::size_t size = run.io.size;
             for (std::uint32_t i = 0; i < run.io.count; ++i) {
@@ -196,6 +197,7 @@ VcpuRunner::Round VcpuRunner::run_once() {
             return Round::Handled;
         }
         case KVM_EXIT_MMIO: {
+            mmio_exits_.fetch_add(1, std::memory_order_relaxed);
             std::span<std::uint8_t> bytes(run.mmio.data,
                                           std::min<std::size_t>(run.mmio.len, sizeof run.mmio.data));
             if (run.mmio.is_write) {

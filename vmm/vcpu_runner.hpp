@@ -24,6 +24,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -62,6 +63,14 @@ public:
     void stop_and_join();
 
     [[nodiscard]] VcpuState state() const;
+    // Exits this vCPU brought to the VMM for a device (port I/O, MMIO): the
+    // cost the agent channel's benchmark counts (docs/benchmarks.md).
+    [[nodiscard]] std::uint64_t io_exits() const noexcept {
+        return io_exits_.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t mmio_exits() const noexcept {
+        return mmio_exits_.load(std::memory_order_relaxed);
+    }
     [[nodiscard]] const Vcpu& vcpu() const noexcept { return vcpu_; }
 
     // Installs the (no-op) kick signal handler. Called once per process
@@ -93,6 +102,8 @@ private:
     std::thread thread_;
     pthread_t handle_{};
     bool thread_started_ = false;
+    std::atomic<std::uint64_t> io_exits_{0};
+    std::atomic<std::uint64_t> mmio_exits_{0};
 };
 
 }  // namespace forkvm::vmm

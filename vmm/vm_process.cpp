@@ -461,11 +461,15 @@ void VmProcess::resume(Clock::duration timeout, const std::string& hostname) {
 VmStatus VmProcess::status(Clock::duration timeout) {
     {
         std::lock_guard lock(mu_);
-        if (channel_closed_) return {"exited", stopped_reason_.value_or("VM process exited"), 0};
+        if (channel_closed_) return {"exited", stopped_reason_.value_or("VM process exited")};
     }
     auto r = request({{"op", "status"}}, timeout);
-    return {r.value("state", "?"), r.value("reason", ""), r.value("unhandled_io", std::uint64_t{0}),
-            r.value("agent_dropped_bytes", std::uint64_t{0})};
+    return {r.value("state", "?"),
+            r.value("reason", ""),
+            r.value("unhandled_io", std::uint64_t{0}),
+            r.value("agent_dropped_bytes", std::uint64_t{0}),
+            r.value("io_exits", std::uint64_t{0}),
+            r.value("mmio_exits", std::uint64_t{0})};
 }
 
 std::string VmProcess::console_tail(std::size_t max_bytes, Clock::duration timeout) {

@@ -83,6 +83,8 @@ struct VmStatus {
     std::string reason;  // why it stopped, if it did
     std::uint64_t unhandled_io = 0;
     std::uint64_t agent_dropped_bytes = 0;  // guest wrote while told the UART was busy
+    std::uint64_t io_exits = 0;             // device exits (KVM_EXIT_IO) since the VM was built
+    std::uint64_t mmio_exits = 0;           // device exits (KVM_EXIT_MMIO)
 };
 
 class VmProcess {

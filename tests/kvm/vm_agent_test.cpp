@@ -80,10 +80,11 @@ TEST_CASE("vm: a timed-out command loses its whole process group and the VM keep
     CHECK(again.stdout_data == "still here\n");
 }
 
-// FORKVM_TEST_TRANSFER_KIB sizes the file (default 256, as in CI).
+// FORKVM_TEST_TRANSFER_KIB sizes the file (default 4096: 4 MiB, seconds on the
+// virtio console even in the emulated KVM host).
 std::size_t transfer_bytes() {
     const char* v = std::getenv("FORKVM_TEST_TRANSFER_KIB");
-    std::size_t kib = v != nullptr ? std::strtoul(v, nullptr, 10) : 256;
+    std::size_t kib = v != nullptr ? std::strtoul(v, nullptr, 10) : 4096;
     return std::max<std::size_t>(kib, 1) * 1024;
 }
 

@@ -19,9 +19,10 @@ extern char** environ;
 
 namespace forkvm::test {
 
-vmm::VmConfig test_vm_config(std::uint64_t memory_mb) {
+vmm::VmConfig test_vm_config(std::uint64_t memory_mb, vmm::AgentChannel channel) {
     vmm::VmConfig c;
     c.memory_mb = memory_mb;
+    c.agent_channel = channel;
     c.kernel_path = FORKVM_TEST_KERNEL;
     c.initrd_path = FORKVM_TEST_INITRD;
     return c;
@@ -48,9 +49,9 @@ vmm::SpawnOptions test_spawn_options() {
     return o;
 }
 
-std::unique_ptr<TestVm> TestVm::boot(std::uint64_t memory_mb) {
+std::unique_ptr<TestVm> TestVm::boot(std::uint64_t memory_mb, vmm::AgentChannel channel) {
     auto vm = std::make_unique<TestVm>();
-    vm->process = vmm::VmProcess::spawn(test_vm_config(memory_mb), test_spawn_options());
+    vm->process = vmm::VmProcess::spawn(test_vm_config(memory_mb, channel), test_spawn_options());
     vm->agent = std::make_unique<vmm::AgentClient>(vm->process->take_agent_fd());
     try {
         vm->agent->wait_ready(kBootTimeout);

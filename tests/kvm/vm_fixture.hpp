@@ -22,7 +22,8 @@ struct TestVm {
     std::unique_ptr<vmm::AgentClient> agent;
 
     // Boots a VM from the build's kernel and initramfs and waits for its agent.
-    static std::unique_ptr<TestVm> boot(std::uint64_t memory_mb = 256);
+    static std::unique_ptr<TestVm> boot(std::uint64_t memory_mb = 256,
+                                        vmm::AgentChannel channel = vmm::AgentChannel::virtio);
     // Wraps a restored or forked VM process and waits until its agent
     // answers a ping (a clone's agent sends no Ready frame).
     static std::unique_ptr<TestVm> adopt(std::unique_ptr<vmm::VmProcess> process);
@@ -38,7 +39,8 @@ struct TestVm {
 // The VM shared by the test cases of one file.
 TestVm& shared_vm();
 
-vmm::VmConfig test_vm_config(std::uint64_t memory_mb = 256);
+vmm::VmConfig test_vm_config(std::uint64_t memory_mb = 256,
+                             vmm::AgentChannel channel = vmm::AgentChannel::virtio);
 // Jailed (uids from kJailUidBase), seccomp enforced, each VM process in a
 // cgroup of its own with these limits.
 constexpr uid_t kJailUidBase = 1500000000;

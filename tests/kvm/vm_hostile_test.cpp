@@ -116,9 +116,12 @@ TEST_CASE("vm hostile: killing the controller leaves no VM process") {
 
 TEST_CASE("vm hostile: garbage on the agent channel marks the VM broken and the host stays up") {
     auto& vm = shared_vm();
-    // As root, a guest process writes random bytes into the agent's UART.
+    // As root, a guest process writes random bytes into the agent's channel
+    // device (the virtio console's /dev/hvc0, or the UART's /dev/ttyS1).
     try {
-        (void)vm.sh("head -c 4096 /dev/urandom > /dev/ttyS1; sleep 5");
+        (void)vm.sh(
+            "dev=/dev/ttyS1; grep -q forkvm.agent=virtio /proc/cmdline && dev=/dev/hvc0; "
+            "head -c 4096 /dev/urandom > $dev; sleep 5");
     } catch (const AgentError& e) {
         CHECK(e.code() == AgentErrorCode::broken);
     }
