@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/bench_channel.hpp"
+#include "cli/guest_session.hpp"
 #include "cli/option_parser.hpp"
 #include "cli/stats.hpp"
 #include "cli/vm_options.hpp"
@@ -35,7 +36,7 @@ constexpr const char* kUsage =
     "Exits 0, 1 if the VM failed, 2 on bad usage.\n";
 
 constexpr std::size_t k64KiB = 64 * 1024;
-constexpr auto kDeadline = std::chrono::minutes(30);
+constexpr auto kDeadline = std::chrono::minutes(5);
 
 struct Exits {
     std::uint64_t io = 0;
@@ -96,10 +97,13 @@ int bench_channel(std::span<char*> args) {
 
     std::vector<double> up_mbs, down_mbs, exec_ms;
     Exits up64, down64, exec1;
+    std::unique_ptr<vmm::VmProcess> vm;
     try {
-        auto vm = vmm::VmProcess::spawn(config, spawn_options(false));
+        vm = vmm::VmProcess::spawn(config, spawn_options(false));
         vmm::AgentClient agent(vm->take_agent_fd());
         agent.wait_ready(std::chrono::minutes(5));
+        std::fprintf(stderr, "agent ready on the %s channel\n",
+                     std::string(vmm::to_string(config.agent_channel)).c_str());
         const auto data = random_bytes(bytes);
         const auto block = random_bytes(k64KiB);
         const vmm::WriteFileRequest put{"/tmp/bench.bin", 0644, false, false};
@@ -114,6 +118,10 @@ int bench_channel(std::span<char*> args) {
         vmm::ExecRequest truth;
         truth.argv = {"true"};
         exec1 = exits_during(*vm, [&] { (void)agent.exec_buffered(truth, kDeadline); });
+        std::fprintf(stderr, "device exits: 64 KiB upload %llu, 64 KiB download %llu, exec %llu\n",
+                     static_cast<unsigned long long>(up64.io + up64.mmio),
+                     static_cast<unsigned long long>(down64.io + down64.mmio),
+                     static_cast<unsigned long long>(exec1.io + exec1.mmio));
 
         const double mb = static_cast<double>(bytes) / 1e6;
         for (std::size_t i = 0; i < rounds; ++i) {
@@ -124,6 +132,8 @@ int bench_channel(std::span<char*> args) {
             auto back = agent.read_file({"/tmp/bench.bin", 0, 0}, kDeadline);
             down_mbs.push_back(mb / (down.elapsed_ms() / 1000.0));
             if (back.data != data) throw std::runtime_error("read back differs from what was written");
+            std::fprintf(stderr, "round %zu: upload %.3f MB/s, download %.3f MB/s\n", i + 1, up_mbs.back(),
+                         down_mbs.back());
         }
         for (std::size_t i = 0; i < execs; ++i) {
             const Stopwatch one;
@@ -135,6 +145,7 @@ int bench_channel(std::span<char*> args) {
         vm->stop(std::chrono::seconds(10));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "forkvm bench channel: %s\n", e.what());
+        if (vm) report_vm_failure("forkvm bench channel", *vm);
         return 1;
     }
 

@@ -30,6 +30,7 @@ void report_vm_failure(std::string_view command, vmm::VmProcess& vm) {
                      command.data(), st.state.c_str(), st.reason.empty() ? "" : ": ", st.reason.c_str(),
                      static_cast<unsigned long long>(st.unhandled_io),
                      static_cast<unsigned long long>(st.agent_dropped_bytes));
+        std::fprintf(stderr, "%.*s: agent channel: %s\n", name_len, command.data(), st.agent_device.c_str());
         std::fprintf(stderr, "--- guest console (tail):\n%s\n", vm.console_tail(8192).c_str());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%.*s: the VM process does not answer either: %s\n", name_len, command.data(),

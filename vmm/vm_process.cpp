@@ -461,7 +461,12 @@ void VmProcess::resume(Clock::duration timeout, const std::string& hostname) {
 VmStatus VmProcess::status(Clock::duration timeout) {
     {
         std::lock_guard lock(mu_);
-        if (channel_closed_) return {"exited", stopped_reason_.value_or("VM process exited")};
+        if (channel_closed_) {
+            VmStatus exited;
+            exited.state = "exited";
+            exited.reason = stopped_reason_.value_or("VM process exited");
+            return exited;
+        }
     }
     auto r = request({{"op", "status"}}, timeout);
     return {r.value("state", "?"),
@@ -469,7 +474,8 @@ VmStatus VmProcess::status(Clock::duration timeout) {
             r.value("unhandled_io", std::uint64_t{0}),
             r.value("agent_dropped_bytes", std::uint64_t{0}),
             r.value("io_exits", std::uint64_t{0}),
-            r.value("mmio_exits", std::uint64_t{0})};
+            r.value("mmio_exits", std::uint64_t{0}),
+            r.value("agent_device", "")};
 }
 
 std::string VmProcess::console_tail(std::size_t max_bytes, Clock::duration timeout) {

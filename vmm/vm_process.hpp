@@ -85,6 +85,7 @@ struct VmStatus {
     std::uint64_t agent_dropped_bytes = 0;  // guest wrote while told the UART was busy
     std::uint64_t io_exits = 0;             // device exits (KVM_EXIT_IO) since the VM was built
     std::uint64_t mmio_exits = 0;           // device exits (KVM_EXIT_MMIO)
+    std::string agent_device;               // the agent channel device's state, for a diagnosis
 };
 
 class VmProcess {

@@ -439,6 +439,7 @@ bool ProcessLoop::handle_control(const nlohmann::json& msg, std::vector<UniqueFd
             {"unhandled_io", machine_->unhandled_io()},
             {"console_bytes", console_.total_bytes()},
             {"agent_dropped_bytes", machine_->agent().dropped_output()},
+            {"agent_device", machine_->agent().describe()},
             {"io_exits", machine_->device_exits().io},
             {"mmio_exits", machine_->device_exits().mmio},
             {"irq_retriggers", machine_->agent().irq_retriggers() + machine_->console().irq_retriggers()}};

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 
 namespace forkvm::vmm {
 
@@ -29,6 +30,9 @@ public:
     // The lost-interrupt watchdog (Serial::retrigger_stalled_irq).
     virtual bool retrigger_stalled_irq() = 0;
     [[nodiscard]] virtual std::uint64_t irq_retriggers() const = 0;
+    // One line of the device's state for a diagnosis (buffered bytes, IRQ
+    // line, queue positions): in the VM process's status reply.
+    [[nodiscard]] virtual std::string describe() const = 0;
 };
 
 }  // namespace forkvm::vmm

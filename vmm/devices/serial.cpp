@@ -282,4 +282,10 @@ std::uint64_t Serial::irq_retriggers() const {
     return irq_retriggers_;
 }
 
+std::string Serial::describe() const {
+    std::lock_guard lock(mu_);
+    return fmt::format("uart: input {} output {} ier {:#x} irq {} thri {} retriggers {}", input_.size(),
+                       output_.size(), ier_, irq_level_ ? "high" : "low", thri_pending_, irq_retriggers_);
+}
+
 }  // namespace forkvm::vmm

@@ -54,6 +54,7 @@ public:
     // guest's transmitter forever. Returns true when it re-raised the line.
     bool retrigger_stalled_irq() override;
     [[nodiscard]] std::uint64_t irq_retriggers() const override;
+    [[nodiscard]] std::string describe() const override;
 
     // Snapshot support. save_state captures every register and every byte
     // still queued either way (nothing is lost across a snapshot).

@@ -56,6 +56,16 @@ std::size_t VirtioConsole::output_pending() const {
     return output_.size() + waiting;
 }
 
+std::string VirtioConsole::describe() const {
+    std::size_t in = 0, out = 0;
+    {
+        std::lock_guard lock(mu_);
+        in = input_.size();
+        out = output_.size();
+    }
+    return fmt::format("virtio console: input {} output {}; {}", in, out, describe_transport());
+}
+
 void VirtioConsole::on_queue_notify(std::uint16_t queue) {
     // Every notification checks the driver's index, with or without work to do.
     if (const Virtqueue* q = live_queue(queue)) (void)q->available();

@@ -44,6 +44,7 @@ public:
     [[nodiscard]] std::uint64_t dropped_output() const override { return 0; }
     bool retrigger_stalled_irq() override { return VirtioPciDevice::retrigger_stalled_irq(); }
     [[nodiscard]] std::uint64_t irq_retriggers() const override { return VirtioPciDevice::irq_retriggers(); }
+    [[nodiscard]] std::string describe() const override;
 
 private:
     void on_queue_notify(std::uint16_t queue) override;

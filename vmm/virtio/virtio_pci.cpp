@@ -310,6 +310,25 @@ bool VirtioPciDevice::retrigger_stalled_irq() {
     return true;
 }
 
+std::string VirtioPciDevice::describe_transport() const {
+    std::lock_guard lock(mu_);
+    std::string out = fmt::format("status {:#x} isr {} irq {} retriggers {}", status_, isr_,
+                                  irq_level_ ? "high" : "low", irq_retriggers_);
+    for (std::size_t i = 0; i < queues_.size(); ++i) {
+        const VirtqueueState& q = queues_[i].state();
+        std::uint16_t avail_idx = 0, avail_flags = 0, used_idx = 0;
+        if (q.enabled) {
+            (void)memory_.read(q.avail, std::span(reinterpret_cast<std::uint8_t*>(&avail_flags), 2));
+            (void)memory_.read(q.avail + 2, std::span(reinterpret_cast<std::uint8_t*>(&avail_idx), 2));
+            (void)memory_.read(q.used + 2, std::span(reinterpret_cast<std::uint8_t*>(&used_idx), 2));
+        }
+        out += fmt::format("; q{}: {} avail {} flags {} next_avail {} used {}", i, q.enabled ? "on" : "off",
+                           avail_idx, avail_flags, q.next_avail, used_idx);
+    }
+    if (broken_) out += "; broken: " + *broken_;
+    return out;
+}
+
 std::uint64_t VirtioPciDevice::irq_retriggers() const {
     std::lock_guard lock(mu_);
     return irq_retriggers_;

@@ -69,6 +69,9 @@ public:
     // touched the device in between, lower and raise it again.
     bool retrigger_stalled_irq();
     [[nodiscard]] std::uint64_t irq_retriggers() const;
+    // Status, ISR, line, and per queue: enabled, the driver's avail index and
+    // flags, the device's next avail and used index.
+    [[nodiscard]] std::string describe_transport() const;
 
     // Snapshot: PCI config space, transport registers, every queue, then the
     // device type's own state. load_state treats the blob as untrusted,
