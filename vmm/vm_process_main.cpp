@@ -51,6 +51,7 @@ private:
     void lock_down();
     void setup_epoll();
     [[nodiscard]] bool agent_channel_idle() const;
+    bool pause_if_idle(bool& was_running);
     // Posts entropy, clock and identity (all of clone hygiene) in the
     // mailbox; the VM must be paused.
     void post_identity(const std::string& hostname);
@@ -77,6 +78,7 @@ private:
     bool agent_open_ = true;
     bool stop_reported_ = false;
     int epoll_ = -1;
+    static constexpr std::uint32_t kAgentRemoved = ~0U;  // the agent socket is out of the epoll set
     std::uint32_t agent_events_ = 0;
     std::chrono::steady_clock::time_point next_watchdog_{};
     // Set in a fork's child: the epoll events in hand belong to the parent.
@@ -199,6 +201,18 @@ void ProcessLoop::resume_machine(const std::string& hostname) {
     machine_->resume();
 }
 
+// Pauses the VM, then checks that the agent channel is idle: checked
+// before the pause, a guest write in between would be saved (and replayed
+// to a clone) mid-frame. When busy, the VM runs on as it was and the caller
+// answers "busy" (the host retries).
+bool ProcessLoop::pause_if_idle(bool& was_running) {
+    was_running = !machine_->paused();
+    machine_->pause();
+    if (agent_channel_idle()) return true;
+    if (was_running) resume_machine();
+    return false;
+}
+
 bool ProcessLoop::agent_channel_idle() const {
     return agent_out_.empty() && machine_->agent().input_pending() == 0 &&
            machine_->agent().output_pending() == 0;
@@ -211,12 +225,11 @@ void ProcessLoop::take_snapshot(const nlohmann::json& msg, std::vector<UniqueFd>
         reply(msg, {{"ok", false}, {"error", "snapshot needs dir (a string) and the directory's fd"}});
         return;
     }
-    if (!agent_channel_idle()) {
+    bool was_running = false;
+    if (!pause_if_idle(was_running)) {
         reply(msg, {{"ok", false}, {"error", "agent channel busy: a snapshot needs it idle"}});
         return;
     }
-    const bool was_running = !machine_->paused();
-    machine_->pause();
     nlohmann::json body;
     try {
         if (::fchdir(fds[0].get()) != 0) throw SysError("fchdir to the snapshot directory", errno);
@@ -251,12 +264,11 @@ void ProcessLoop::fork_vm(const nlohmann::json& msg, std::vector<UniqueFd>& fds)
         reply(msg, {{"ok", false}, {"error", "the VM has stopped"}});
         return;
     }
-    if (!agent_channel_idle()) {
+    bool was_running = false;
+    if (!pause_if_idle(was_running)) {
         reply(msg, {{"ok", false}, {"error", "agent channel busy: a fork needs it idle"}});
         return;
     }
-    const bool was_running = !machine_->paused();
-    machine_->pause();
     nlohmann::json body;
     try {
         machine_->park();
@@ -378,11 +390,18 @@ void ProcessLoop::pump_agent_out() {
 }
 
 void ProcessLoop::update_agent_interest() {
-    std::uint32_t want = 0;
-    if (agent_open_) {
-        if (machine_->agent().input_room() > 0) want |= EPOLLIN;
-        if (!agent_out_.empty()) want |= EPOLLOUT;
+    if (!agent_open_) {
+        // A closed socket reports EPOLLHUP whatever the interest: take it
+        // out of the set, or every epoll_wait would return at once.
+        if (agent_events_ != kAgentRemoved) {
+            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, args_.agent_fd, nullptr);
+            agent_events_ = kAgentRemoved;
+        }
+        return;
     }
+    std::uint32_t want = 0;
+    if (machine_->agent().input_room() > 0) want |= EPOLLIN;
+    if (!agent_out_.empty()) want |= EPOLLOUT;
     if (want == agent_events_) return;
     epoll_event ev{};
     ev.events = want;

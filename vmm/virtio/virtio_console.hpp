@@ -10,7 +10,8 @@
 // buffer of up to a page per notification and spins until the device has
 // used it, so transmit buffers are taken during the notification itself
 // whenever the output buffer has room; otherwise when the host has popped
-// output (pop_output).
+// output (pop_output). Used transmit buffers raise no interrupt (the
+// driver polls for them; see take_output).
 
 #include <cstdint>
 #include <deque>

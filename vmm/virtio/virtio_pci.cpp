@@ -92,13 +92,11 @@ VirtioPciDevice::VirtioPciDevice(const GuestMemory& memory, std::uint16_t device
 
 void VirtioPciDevice::config_read(std::size_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mu_);
-    ++guest_accesses_;
     config_.read(offset, data);
 }
 
 void VirtioPciDevice::config_write(std::size_t offset, std::span<const std::uint8_t> data) {
     std::lock_guard lock(mu_);
-    ++guest_accesses_;
     config_.write(offset, data);
     update_irq();  // the INTx disable bit may have changed
 }
@@ -111,13 +109,13 @@ PciFunction::Window VirtioPciDevice::bar0_window() const {
 
 void VirtioPciDevice::bar0_read(std::uint64_t offset, std::span<std::uint8_t> data) {
     std::lock_guard lock(mu_);
-    ++guest_accesses_;
     std::ranges::fill(data, 0);
     if (offset >= kCommonOffset && offset + data.size() <= kCommonOffset + kCommonSize) {
         common_read(offset - kCommonOffset, data);
     } else if (offset == kIsrOffset) {
         data[0] = isr_;  // reading the ISR byte acknowledges the interrupt
         isr_ = 0;
+        ++isr_reads_;
         update_irq();
     } else if (offset >= kDeviceOffset && offset + data.size() <= kDeviceOffset + kDeviceSize) {
         read_device_config(offset - kDeviceOffset, data);
@@ -126,7 +124,6 @@ void VirtioPciDevice::bar0_read(std::uint64_t offset, std::span<std::uint8_t> da
 
 void VirtioPciDevice::bar0_write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     std::lock_guard lock(mu_);
-    ++guest_accesses_;
     std::uint64_t value = 0;
     std::memcpy(&value, data.data(), std::min(data.size(), sizeof value));
     if (offset >= kCommonOffset && offset + data.size() <= kCommonOffset + kCommonSize) {
@@ -232,7 +229,8 @@ void VirtioPciDevice::set_status(std::uint8_t status) {
             status = static_cast<std::uint8_t>(status & ~kFeaturesOk);
     }
     const bool became_ok = (status & kDriverOk) && !(status_ & kDriverOk);
-    status_ = static_cast<std::uint8_t>(status | (status_ & kNeedsReset));
+    // DEVICE_NEEDS_RESET is the device's to set (fail()), never the driver's.
+    status_ = static_cast<std::uint8_t>((status & ~kNeedsReset) | (status_ & kNeedsReset));
     if (became_ok && (status_ & kFeaturesOk)) {
         // Buffers the driver added before DRIVER_OK are looked at now.
         for (std::uint16_t i = 0; i < queues_.size(); ++i) {
@@ -301,8 +299,8 @@ std::optional<std::string> VirtioPciDevice::broken_reason() const {
 
 bool VirtioPciDevice::retrigger_stalled_irq() {
     std::lock_guard lock(mu_);
-    const bool stalled = irq_level_ && guest_accesses_ == accesses_at_last_check_;
-    accesses_at_last_check_ = guest_accesses_;
+    const bool stalled = irq_level_ && isr_reads_ == isr_reads_at_last_check_;
+    isr_reads_at_last_check_ = isr_reads_;
     if (!stalled || !callbacks_.set_irq) return false;
     callbacks_.set_irq(false);
     callbacks_.set_irq(true);
@@ -371,6 +369,8 @@ void VirtioPciDevice::load_state(std::span<const std::uint8_t> blob) {
     const auto reason = r.length_prefixed(kMaxBrokenReason, "broken reason");
     if (r.u16("queue count") != queues_.size()) r.fail("queue count differs from the device's");
     if (isr > 3) r.fail("ISR has reserved bits set");
+    if (broken != ((status & kNeedsReset) != 0)) r.fail("broken flag and DEVICE_NEEDS_RESET disagree");
+    if (!broken && !reason.empty()) r.fail("a broken reason on a device that is not broken");
     if ((status & kFeaturesOk) && (driver_features & ~offered_features()) != 0) {
         r.fail("driver features not offered by the device");
     }
@@ -399,6 +399,8 @@ void VirtioPciDevice::load_state(std::span<const std::uint8_t> blob) {
     // the saved irqchip state, which has the pin as it was.
     irq_level_ = !(isr_ != 0 && !(config_.command() & PciConfigSpace::kCommandIntxDisable));
     update_irq();
+    // A device saved broken is broken here too: the VM stops with the reason.
+    if (broken_ && callbacks_.on_broken) callbacks_.on_broken(*broken_);
 }
 
 }  // namespace forkvm::vmm

@@ -65,8 +65,10 @@ public:
     [[nodiscard]] std::optional<std::string> broken_reason() const;
 
     // Lost-interrupt watchdog (see Serial::retrigger_stalled_irq): when the
-    // line has been high since the previous call and the guest has not
-    // touched the device in between, lower and raise it again.
+    // line has been high since the previous call and the guest has not read
+    // the ISR byte in between (its interrupt handler would have), lower and
+    // raise it again. Other accesses do not count: a guest still notifying
+    // its transmit queue may have lost the edge all the same.
     bool retrigger_stalled_irq();
     [[nodiscard]] std::uint64_t irq_retriggers() const;
     // Status, ISR, line, and per queue: enabled, the driver's avail index and
@@ -76,7 +78,8 @@ public:
     // Snapshot: PCI config space, transport registers, every queue, then the
     // device type's own state. load_state treats the blob as untrusted,
     // throws DeviceStateError and leaves the device as it was on failure;
-    // on success it re-drives the IRQ line.
+    // on success it re-drives the IRQ line, and a device saved broken
+    // reports itself broken (on_broken) again.
     static constexpr std::uint8_t kStateVersion = 1;
     [[nodiscard]] std::vector<std::uint8_t> save_state() const;
     void load_state(std::span<const std::uint8_t> blob);
@@ -135,8 +138,8 @@ private:
     bool irq_level_ = false;
     std::optional<std::string> broken_;
 
-    std::uint64_t guest_accesses_ = 0;
-    std::uint64_t accesses_at_last_check_ = 0;
+    std::uint64_t isr_reads_ = 0;
+    std::uint64_t isr_reads_at_last_check_ = 0;
     std::uint64_t irq_retriggers_ = 0;
 };
 

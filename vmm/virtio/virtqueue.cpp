@@ -80,7 +80,15 @@ void Virtqueue::load(const VirtqueueState& state) {
     reset();
     const VirtqueueState old = state_;
     state_ = state;
-    if (!state.enabled) return;  // whatever the driver wrote: checked if it enables the queue
+    if (!state.enabled) {
+        // Any size the driver wrote (checked if it enables the queue), but a
+        // queue that never ran has not moved.
+        if (state.next_avail != 0 || state.next_used != 0) {
+            state_ = old;
+            throw VirtqueueError("a disabled queue has non-zero ring positions");
+        }
+        return;
+    }
     try {
         enable();
     } catch (...) {
